@@ -1,0 +1,32 @@
+# hrpose: `make` installs into .venv; `make test`, `make demo`, `make bench`, `make clean`.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.hrpose-installed
+DEMO_CFG := experiments/synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml
+
+.PHONY: all install test demo bench clean
+
+all: install
+
+install: $(STAMP)
+
+# Reinstall only when the requirements, setup.py or the compiled extension's source change.
+$(STAMP): requirements.txt setup.py lib/hrpose/nms/_oks_nms.pyx
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e .
+	touch $(STAMP)
+
+test: install
+	$(VPY) -m pytest -q tests
+
+demo: install
+	$(VPY) tools/demo.py --cfg $(DEMO_CFG)
+
+bench: install
+	$(VPY) bench/bench_oks_nms.py
+
+clean:
+	rm -rf $(VENV) build lib/*.egg-info lib/hrpose/nms/_oks_nms.c lib/hrpose/nms/*.so .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
