@@ -1,0 +1,94 @@
+"""The default configuration tree shared by every model family; experiment YAMLs override it."""
+
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.OUTPUT_DIR = "output"
+_C.LOG_DIR = "log"
+_C.DATA_DIR = ""
+# "auto" uses CUDA when it is available and the CPU otherwise.
+_C.DEVICE = "auto"
+_C.GPUS = (0,)
+_C.WORKERS = 4
+_C.PRINT_FREQ = 20
+_C.AUTO_RESUME = False
+_C.PIN_MEMORY = True
+_C.SEED = 0
+
+_C.CUDNN = CN()
+_C.CUDNN.BENCHMARK = True
+_C.CUDNN.DETERMINISTIC = False
+_C.CUDNN.ENABLED = True
+
+_C.MODEL = CN()
+_C.MODEL.NAME = "pose_hrnet"
+_C.MODEL.INIT_WEIGHTS = True
+_C.MODEL.PRETRAINED = ""
+_C.MODEL.NUM_JOINTS = 17
+_C.MODEL.TARGET_TYPE = "gaussian"
+_C.MODEL.IMAGE_SIZE = [256, 256]  # [width, height]
+_C.MODEL.HEATMAP_SIZE = [64, 64]  # [width, height]
+_C.MODEL.SIGMA = 2.0
+# Filled from config/model_extras.py according to MODEL.NAME before a YAML is merged.
+_C.MODEL.EXTRA = CN()
+
+_C.LOSS = CN()
+_C.LOSS.USE_OHKM = False
+_C.LOSS.TOPK = 8
+_C.LOSS.USE_TARGET_WEIGHT = True
+_C.LOSS.USE_DIFFERENT_JOINTS_WEIGHT = False
+
+_C.DATASET = CN()
+_C.DATASET.ROOT = "data/synthetic"
+_C.DATASET.DATASET = "synthetic"
+_C.DATASET.TRAIN_SET = "train"
+_C.DATASET.TEST_SET = "val"
+_C.DATASET.SELECT_DATA = False
+_C.DATASET.FLIP = True
+_C.DATASET.SCALE_FACTOR = 0.25
+_C.DATASET.ROT_FACTOR = 30.0
+_C.DATASET.PROB_HALF_BODY = 0.0
+_C.DATASET.NUM_JOINTS_HALF_BODY = 8
+_C.DATASET.COLOR_RGB = False
+# Pixel-to-heatmap coordinate convention: HRNet's W/S or DARK's (W-1)/(S-1).
+_C.DATASET.COORD_CONVENTION = "hrnet"
+
+_C.TRAIN = CN()
+_C.TRAIN.LR_FACTOR = 0.1
+_C.TRAIN.LR_STEP = [90, 110]
+_C.TRAIN.LR = 0.001
+_C.TRAIN.OPTIMIZER = "adam"
+_C.TRAIN.MOMENTUM = 0.9
+_C.TRAIN.WD = 0.0001
+_C.TRAIN.NESTEROV = False
+_C.TRAIN.BEGIN_EPOCH = 0
+_C.TRAIN.END_EPOCH = 140
+_C.TRAIN.BATCH_SIZE_PER_GPU = 32
+_C.TRAIN.SHUFFLE = True
+_C.TRAIN.VAL_INTERVAL = 1
+
+_C.TEST = CN()
+_C.TEST.BATCH_SIZE_PER_GPU = 32
+_C.TEST.FLIP_TEST = False
+_C.TEST.POST_PROCESS = False
+_C.TEST.SHIFT_HEATMAP = False
+_C.TEST.USE_GT_BBOX = False
+_C.TEST.IMAGE_THRE = 0.1
+_C.TEST.SOFT_NMS = False
+_C.TEST.OKS_THRE = 0.5
+_C.TEST.IN_VIS_THRE = 0.0
+_C.TEST.COCO_BBOX_FILE = ""
+_C.TEST.MODEL_FILE = ""
+
+_C.DEBUG = CN()
+_C.DEBUG.DEBUG = False
+_C.DEBUG.SAVE_BATCH_IMAGES_GT = False
+_C.DEBUG.SAVE_BATCH_IMAGES_PRED = False
+_C.DEBUG.SAVE_HEATMAPS_GT = False
+_C.DEBUG.SAVE_HEATMAPS_PRED = False
+
+
+def get_default_config() -> CN:
+    """A fresh, unfrozen copy of the default tree."""
+    return _C.clone()

@@ -1,0 +1,49 @@
+"""MODEL.EXTRA defaults per model name; a YAML may only set keys that exist here."""
+
+from yacs.config import CfgNode as CN
+
+
+def _hrnet_stage(num_modules: int, num_branches: int, num_blocks, num_channels) -> CN:
+    stage = CN()
+    stage.NUM_MODULES = num_modules
+    stage.NUM_BRANCHES = num_branches
+    stage.BLOCK = "BASIC"
+    stage.NUM_BLOCKS = list(num_blocks)
+    stage.NUM_CHANNELS = list(num_channels)
+    stage.FUSE_METHOD = "SUM"
+    return stage
+
+
+def _pose_hrnet_extra() -> CN:
+    """HRNet-W32 as the published top-down experiments configure it."""
+    extra = CN()
+    extra.PRETRAINED_LAYERS = ["conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2",
+                               "transition2", "stage3", "transition3", "stage4"]
+    extra.FINAL_CONV_KERNEL = 1
+    extra.STAGE2 = _hrnet_stage(1, 2, [4, 4], [32, 64])
+    extra.STAGE3 = _hrnet_stage(4, 3, [4, 4, 4], [32, 64, 128])
+    extra.STAGE4 = _hrnet_stage(3, 4, [4, 4, 4, 4], [32, 64, 128, 256])
+    return extra
+
+
+def _pose_resnet_extra() -> CN:
+    """SimpleBaseline ResNet-50 with three 256-filter deconvolutions."""
+    extra = CN()
+    extra.NUM_LAYERS = 50
+    extra.DECONV_WITH_BIAS = False
+    extra.NUM_DECONV_LAYERS = 3
+    extra.NUM_DECONV_FILTERS = [256, 256, 256]
+    extra.NUM_DECONV_KERNELS = [4, 4, 4]
+    extra.FINAL_CONV_KERNEL = 1
+    return extra
+
+
+MODEL_EXTRAS = {
+    "pose_hrnet": _pose_hrnet_extra,
+    "pose_resnet": _pose_resnet_extra,
+}
+
+
+def get_model_extra(model_name: str) -> CN:
+    """A fresh EXTRA block for a model name; KeyError for an unknown name."""
+    return MODEL_EXTRAS[model_name]()

@@ -1,0 +1,260 @@
+"""Merging a YAML file and command-line overrides into the config, with checks that name the key."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import os
+from typing import Any, Callable
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from .default import get_default_config
+from ..errors import HrposeError
+from .model_extras import MODEL_EXTRAS, get_model_extra
+
+DEFAULTS_SOURCE = "in the defaults"
+COMMAND_LINE_SOURCE = "on the command line"
+
+# Keys whose value must be one of a fixed set.
+CHOICES: dict[str, tuple] = {
+    "DEVICE": ("auto", "cpu", "cuda"),
+    "MODEL.NAME": tuple(MODEL_EXTRAS),
+    "MODEL.TARGET_TYPE": ("gaussian",),
+    "DATASET.DATASET": ("coco", "crowdpose", "mpii", "ochuman", "synthetic"),
+    "DATASET.COORD_CONVENTION": ("hrnet", "dark"),
+    "TRAIN.OPTIMIZER": ("adam", "sgd"),
+    "MODEL.EXTRA.STAGE2.BLOCK": ("BASIC", "BOTTLENECK"),
+    "MODEL.EXTRA.STAGE3.BLOCK": ("BASIC", "BOTTLENECK"),
+    "MODEL.EXTRA.STAGE4.BLOCK": ("BASIC", "BOTTLENECK"),
+    "MODEL.EXTRA.STAGE2.FUSE_METHOD": ("SUM",),
+    "MODEL.EXTRA.STAGE3.FUSE_METHOD": ("SUM",),
+    "MODEL.EXTRA.STAGE4.FUSE_METHOD": ("SUM",),
+    "MODEL.EXTRA.NUM_LAYERS": (18, 34, 50, 101, 152),
+    "MODEL.EXTRA.FINAL_CONV_KERNEL": (1, 3),
+}
+
+
+def _positive(value) -> bool:
+    return value > 0
+
+
+def _non_negative(value) -> bool:
+    return value >= 0
+
+
+def _probability(value) -> bool:
+    # The originals disable half-body augmentation with -1, so negative means "never".
+    return value <= 1
+
+
+def _size_pair(value) -> bool:
+    return len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+
+
+def _non_decreasing_ints(value) -> bool:
+    return all(isinstance(v, int) and v >= 0 for v in value) and list(value) == sorted(value)
+
+
+# Keys whose value must satisfy a predicate: (check, what the value must be).
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "WORKERS": (_non_negative, "a non-negative integer"),
+    "PRINT_FREQ": (_positive, "a positive integer"),
+    "MODEL.NUM_JOINTS": (_positive, "a positive integer"),
+    "MODEL.IMAGE_SIZE": (_size_pair, "[width, height] of positive integers"),
+    "MODEL.HEATMAP_SIZE": (_size_pair, "[width, height] of positive integers"),
+    "MODEL.SIGMA": (_positive, "a positive number"),
+    "LOSS.TOPK": (_positive, "a positive integer"),
+    "DATASET.SCALE_FACTOR": (_non_negative, "a non-negative number"),
+    "DATASET.ROT_FACTOR": (_non_negative, "a non-negative number"),
+    "DATASET.PROB_HALF_BODY": (_probability, "a probability (at most 1; negative disables)"),
+    "TRAIN.LR": (_positive, "a positive number"),
+    "TRAIN.LR_FACTOR": (_positive, "a positive number"),
+    "TRAIN.LR_STEP": (_non_decreasing_ints, "a non-decreasing list of epoch numbers"),
+    "TRAIN.WD": (_non_negative, "a non-negative number"),
+    "TRAIN.BEGIN_EPOCH": (_non_negative, "a non-negative integer"),
+    "TRAIN.END_EPOCH": (_positive, "a positive integer"),
+    "TRAIN.BATCH_SIZE_PER_GPU": (_positive, "a positive integer"),
+    "TRAIN.VAL_INTERVAL": (_positive, "a positive integer"),
+    "TEST.BATCH_SIZE_PER_GPU": (_positive, "a positive integer"),
+    "TEST.OKS_THRE": (_positive, "a positive number"),
+}
+
+# Paths that DATA_DIR prefixes when it is set and the path is relative.
+DATA_DIR_PATHS = ("DATASET.ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE", "TEST.COCO_BBOX_FILE")
+
+
+class ConfigError(HrposeError, ValueError):
+    """A config file or override that does not fit the default tree."""
+
+
+def _lookup(node: CN, full_key: str):
+    for part in full_key.split("."):
+        node = node[part]
+    return node
+
+
+def _unknown_key_message(full_key: str, node: CN, source: str) -> str:
+    parent, _, leaf = full_key.rpartition(".")
+    close = difflib.get_close_matches(leaf, list(node.keys()), n=3)
+    hint = f"; did you mean {', '.join(repr(c if not parent else parent + '.' + c) for c in close)}?" if close else ""
+    return f"unknown config key '{full_key}' {source}{hint}"
+
+
+def _coerce(value, default, full_key: str, source: str):
+    """Return value converted to the type of the default, or raise a ConfigError naming the key."""
+    expected = type(default)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return expected(value)
+    elif default is None:
+        return value
+    raise ConfigError(f"config key '{full_key}' {source} must be of type {expected.__name__} "
+                      f"(default {default!r}), got {value!r} of type {type(value).__name__}")
+
+
+def _merge_dict(node: CN, values: dict, prefix: str, source: str, provenance: dict) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.')}' {source} must be a mapping of "
+                          f"sub-keys, got {values!r}")
+    for key, value in values.items():
+        full_key = prefix + str(key)
+        if key not in node:
+            raise ConfigError(_unknown_key_message(full_key, node, source))
+        if isinstance(node[key], CN):
+            _merge_dict(node[key], value, full_key + ".", source, provenance)
+        else:
+            node[key] = _coerce(value, node[key], full_key, source)
+            provenance[full_key] = source
+
+
+def _decode_command_line_value(text: str):
+    """Literal-evaluate a command-line value ('False', '(0,1)', '1e-3'); otherwise keep the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _opts_to_dict(opts: list[str]) -> dict:
+    if len(opts) % 2:
+        raise ConfigError(f"overrides {COMMAND_LINE_SOURCE} must be KEY VALUE pairs; "
+                          f"'{opts[-1]}' has no value")
+    nested: dict = {}
+    for full_key, text in zip(opts[0::2], opts[1::2]):
+        parts = full_key.split(".")
+        target = nested
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"config key '{full_key}' {COMMAND_LINE_SOURCE} conflicts "
+                                  f"with another override")
+        target[parts[-1]] = _decode_command_line_value(text)
+    return nested
+
+
+def load_yaml(path: str) -> dict:
+    """Read an experiment YAML into a dict, with clear errors for a missing or malformed file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: '{path}' (expected a YAML experiment file, "
+                          f"e.g. experiments/synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml)")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            values = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, got "
+                          f"{type(values).__name__}")
+    return values
+
+
+def _requested_model_name(cfg: CN, file_values: dict, opts_values: dict,
+                          file_source: str) -> tuple[str, str]:
+    name, source = cfg.MODEL.NAME, DEFAULTS_SOURCE
+    for values, where in ((file_values, file_source), (opts_values, COMMAND_LINE_SOURCE)):
+        model = values.get("MODEL")
+        if isinstance(model, dict) and "NAME" in model:
+            name, source = model["NAME"], where
+    return name, source
+
+
+def validate_config(cfg: CN, provenance: dict | None = None) -> None:
+    """Check allowed sets and value rules; the error names the key and where its value came from."""
+    provenance = provenance or {}
+    for full_key, allowed in CHOICES.items():
+        try:
+            value = _lookup(cfg, full_key)
+        except KeyError:
+            continue
+        if value not in allowed:
+            source = provenance.get(full_key, DEFAULTS_SOURCE)
+            raise ConfigError(f"config key '{full_key}' {source} has value {value!r}; "
+                              f"allowed: {', '.join(repr(a) for a in allowed)}")
+    for full_key, (check, description) in RULES.items():
+        value = _lookup(cfg, full_key)
+        if not check(value):
+            source = provenance.get(full_key, DEFAULTS_SOURCE)
+            raise ConfigError(f"config key '{full_key}' {source} has value {value!r}; "
+                              f"expected {description}")
+    if cfg.TRAIN.BEGIN_EPOCH >= cfg.TRAIN.END_EPOCH:
+        raise ConfigError(f"TRAIN.BEGIN_EPOCH ({cfg.TRAIN.BEGIN_EPOCH}) must be smaller than "
+                          f"TRAIN.END_EPOCH ({cfg.TRAIN.END_EPOCH})")
+
+
+def _prefix_data_dir(cfg: CN) -> None:
+    if not cfg.DATA_DIR:
+        return
+    for full_key in DATA_DIR_PATHS:
+        section, leaf = full_key.split(".")
+        path = cfg[section][leaf]
+        if path and not os.path.isabs(path):
+            cfg[section][leaf] = os.path.join(cfg.DATA_DIR, path)
+
+
+def update_config(cfg: CN, args: argparse.Namespace) -> CN:
+    """Merge ``args.cfg`` (YAML) then ``args.opts`` (KEY VALUE list) into cfg, check it, freeze it.
+
+    Mirrors the originals' update_config; unlike them, an unknown key, a wrong type or a value
+    outside its allowed set stops here with a message naming the key and its source.
+    """
+    cfg.defrost()
+    cfg_path = getattr(args, "cfg", "") or ""
+    file_source = f"in config file '{cfg_path}'"
+    file_values = load_yaml(cfg_path) if cfg_path else {}
+    opts_values = _opts_to_dict(list(getattr(args, "opts", None) or []))
+
+    model_name, name_source = _requested_model_name(cfg, file_values, opts_values, file_source)
+    if model_name not in MODEL_EXTRAS:
+        raise ConfigError(f"config key 'MODEL.NAME' {name_source} has value {model_name!r}; "
+                          f"allowed: {', '.join(repr(n) for n in MODEL_EXTRAS)}")
+    cfg.MODEL.EXTRA = get_model_extra(model_name)
+
+    provenance: dict[str, str] = {}
+    _merge_dict(cfg, file_values, "", file_source, provenance)
+    _merge_dict(cfg, opts_values, "", COMMAND_LINE_SOURCE, provenance)
+    validate_config(cfg, provenance)
+    _prefix_data_dir(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def load_config(cfg_path: str = "", opts: list[str] | None = None) -> CN:
+    """A frozen config from a YAML path and overrides, starting from a fresh default tree."""
+    return update_config(get_default_config(), argparse.Namespace(cfg=cfg_path, opts=opts or []))

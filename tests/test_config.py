@@ -1,0 +1,125 @@
+"""Config merging, overrides, validation and every error path of update_config."""
+
+import argparse
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hrpose.config import ConfigError, get_default_config, load_config, update_config
+
+
+def write_yaml(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_are_frozen_after_update(tmp_path):
+    cfg = load_config()
+    assert cfg.is_frozen()
+    assert cfg.MODEL.NAME == "pose_hrnet"
+    assert cfg.MODEL.EXTRA.STAGE4.NUM_CHANNELS == [32, 64, 128, 256]
+
+
+def test_yaml_then_command_line_override(tmp_path):
+    path = write_yaml(tmp_path, "TRAIN:\n  LR: 0.005\n  END_EPOCH: 10\nMODEL:\n  SIGMA: 3\n")
+    cfg = load_config(path, ["TRAIN.LR", "1e-4", "TEST.FLIP_TEST", "True", "GPUS", "(0,1)"])
+    assert cfg.TRAIN.LR == pytest.approx(1e-4)  # the command line wins over the file
+    assert cfg.TRAIN.END_EPOCH == 10
+    assert cfg.MODEL.SIGMA == 3.0 and isinstance(cfg.MODEL.SIGMA, float)  # int accepted for float
+    assert cfg.TEST.FLIP_TEST is True
+    assert tuple(cfg.GPUS) == (0, 1)
+
+
+def test_update_config_takes_argparse_namespace(tmp_path):
+    path = write_yaml(tmp_path, "MODEL:\n  NUM_JOINTS: 14\n")
+    cfg = update_config(get_default_config(), argparse.Namespace(cfg=path, opts=["WORKERS", "0"]))
+    assert cfg.MODEL.NUM_JOINTS == 14 and cfg.WORKERS == 0
+
+
+def test_model_extra_follows_model_name(tmp_path):
+    path = write_yaml(tmp_path, "MODEL:\n  NAME: pose_resnet\n  EXTRA:\n    NUM_LAYERS: 101\n")
+    cfg = load_config(path)
+    assert cfg.MODEL.EXTRA.NUM_LAYERS == 101
+    assert "STAGE2" not in cfg.MODEL.EXTRA
+
+
+def test_data_dir_prefixes_relative_paths():
+    cfg = load_config("", ["DATA_DIR", "/mnt/d", "TEST.MODEL_FILE", "m.pth",
+                           "TEST.COCO_BBOX_FILE", "/abs/det.json"])
+    assert cfg.DATASET.ROOT == "/mnt/d/data/synthetic"
+    assert cfg.TEST.MODEL_FILE == "/mnt/d/m.pth"
+    assert cfg.TEST.COCO_BBOX_FILE == "/abs/det.json"
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("TRAIN:\n  LRR: 0.1\n", ["TRAIN.LRR", "exp.yaml", "did you mean 'TRAIN.LR'"]),
+    ("TRAIN:\n  OPTIMIZER: rmsprop\n", ["TRAIN.OPTIMIZER", "exp.yaml", "'adam', 'sgd'"]),
+    ("TRAIN:\n  LR: fast\n", ["TRAIN.LR", "exp.yaml", "float"]),
+    ("TRAIN:\n  LR: -1.0\n", ["TRAIN.LR", "positive"]),
+    ("MODEL:\n  IMAGE_SIZE: [192]\n", ["MODEL.IMAGE_SIZE", "[width, height]"]),
+    ("MODEL:\n  NAME: pose_unknown\n", ["MODEL.NAME", "exp.yaml", "pose_hrnet"]),
+    ("MODEL:\n  EXTRA:\n    NUM_LAYERS: 50\n", ["MODEL.EXTRA.NUM_LAYERS", "exp.yaml"]),
+    ("MODEL:\n  EXTRA:\n    STAGE2:\n      BLOCK: FANCY\n", ["MODEL.EXTRA.STAGE2.BLOCK", "BASIC"]),
+    ("TRAIN: 5\n", ["TRAIN", "mapping"]),
+    ("TRAIN:\n  BEGIN_EPOCH: 9\n  END_EPOCH: 9\n", ["BEGIN_EPOCH", "END_EPOCH"]),
+    ("- just\n- a list\n", ["must hold a mapping"]),
+    ("TRAIN: [unclosed\n", ["not valid YAML"]),
+])
+def test_bad_yaml_names_the_key_and_file(tmp_path, text, fragments):
+    path = write_yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("opts, fragments", [
+    (["TEST.FLIP", "True"], ["TEST.FLIP", "on the command line", "did you mean 'TEST.FLIP_TEST'"]),
+    (["DEVICE", "tpu"], ["DEVICE", "on the command line", "'cpu'"]),
+    (["TRAIN.END_EPOCH", "ten"], ["TRAIN.END_EPOCH", "on the command line", "int"]),
+    (["TEST.USE_GT_BBOX", "1"], ["TEST.USE_GT_BBOX", "bool"]),
+    (["TRAIN.LR"], ["KEY VALUE pairs", "TRAIN.LR"]),
+    (["MODEL.NAME", "pose_resnet", "MODEL.EXTRA.STAGE2.NUM_MODULES", "1"],
+     ["MODEL.EXTRA.STAGE2", "on the command line"]),
+])
+def test_bad_override_names_the_key(opts, fragments):
+    with pytest.raises(ConfigError) as error:
+        load_config("", opts)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_value_from_file_is_blamed_on_the_file_and_override_on_command_line(tmp_path):
+    path = write_yaml(tmp_path, "TRAIN:\n  BATCH_SIZE_PER_GPU: 0\n")
+    with pytest.raises(ConfigError, match="in config file .*exp.yaml"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="on the command line"):
+        load_config("", ["TRAIN.BATCH_SIZE_PER_GPU", "0"])
+
+
+def test_missing_config_file_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_every_experiment_file_loads(repo_root):
+    files = sorted((repo_root / "experiments").rglob("*.yaml"))
+    assert files, "no experiment files found"
+    for path in files:
+        load_config(str(path))
+
+
+def test_train_tool_rejects_bad_key_fast(repo_root):
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "tools" / "train.py"), "--cfg",
+         str(repo_root / "experiments/synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml"),
+         "TRAIN.NOT_A_KEY", "1"],
+        capture_output=True, text=True, cwd=repo_root)
+    assert result.returncode != 0
+    assert "TRAIN.NOT_A_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
