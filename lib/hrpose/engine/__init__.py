@@ -1,0 +1,1 @@
+"""Training and validation loops, checkpoints, run folders and logging."""

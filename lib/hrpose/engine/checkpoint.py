@@ -1,0 +1,141 @@
+"""Checkpoint files: safe loading, prefix stripping, strict loading with a key report, atomic saving."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import HrposeError
+
+logger = logging.getLogger(__name__)
+
+# Prefixes that wrappers add to every key: DataParallel/DDP ("module.") and the
+# nn.Sequential(normalisation, model) wrapper some released bottom-up checkpoints came from ("1.").
+WRAPPER_PREFIXES = ("module.", "1.")
+
+# Keys under which training checkpoints nest their weights.
+NESTED_STATE_KEYS = ("state_dict", "model", "best_state_dict")
+
+
+class CheckpointError(HrposeError, RuntimeError):
+    """A checkpoint file that is missing, unreadable, or does not fit the model."""
+
+
+def load_checkpoint_file(path: str) -> Any:
+    """torch.load a file on the CPU with weights_only=True; clear errors for missing or bad files."""
+    if not path:
+        raise CheckpointError("no checkpoint path given (set TEST.MODEL_FILE or MODEL.PRETRAINED)")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: '{path}' (expected a .pth file written by "
+                              f"torch.save; official checkpoints go under models/, see models/README.md)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for corrupt files
+        raise CheckpointError(f"cannot read checkpoint '{path}': {type(error).__name__}: "
+                              f"{error}".strip()) from error
+
+
+def extract_state_dict(checkpoint: Any, source: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
+    """The tensor mapping inside a checkpoint: a bare state dict or one nested under a known key."""
+    if isinstance(checkpoint, Mapping):
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return OrderedDict(checkpoint)
+        for key in NESTED_STATE_KEYS:
+            nested = checkpoint.get(key)
+            if isinstance(nested, Mapping) and all(isinstance(v, torch.Tensor) for v in nested.values()):
+                return OrderedDict(nested)
+    raise CheckpointError(f"{source} holds no state dict (expected a mapping of parameter names to "
+                          f"tensors, or one under {', '.join(repr(k) for k in NESTED_STATE_KEYS)})")
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """Remove a 'module.' or '1.' prefix when every key carries it (repeatedly, e.g. 'module.1.')."""
+    result = OrderedDict(state_dict)
+    changed = True
+    while changed and result:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(key.startswith(prefix) for key in result):
+                result = OrderedDict((key[len(prefix):], value) for key, value in result.items())
+                changed = True
+    return result
+
+
+def _format_keys(keys: list[str], limit: int = 10) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def compare_state_dicts(expected: Mapping[str, torch.Tensor],
+                        given: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """Missing keys, unexpected keys, and keys whose shapes differ ("key: given vs expected")."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    mismatched = [f"{key}: {tuple(given[key].shape)} in file vs {tuple(value.shape)} in model"
+                  for key, value in expected.items()
+                  if key in given and tuple(given[key].shape) != tuple(value.shape)]
+    return missing, unexpected, mismatched
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                           source: str = "checkpoint") -> None:
+    """Load every tensor or fail with one error listing missing, unexpected and mis-shaped keys."""
+    state_dict = strip_wrapper_prefixes(state_dict)
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
+    # Checkpoints from before BatchNorm counted batches have no num_batches_tracked; that is harmless.
+    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not fit the model {type(model).__name__} "
+                 f"(is the config the one this checkpoint was trained with?):"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
+        if mismatched:
+            lines.append(f"  mis-shaped keys ({len(mismatched)}): {_format_keys(mismatched, 5)}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=False)
+
+
+def load_model_weights(model: nn.Module, path: str) -> None:
+    """Load a model file (bare state dict or training checkpoint) strictly into model."""
+    state_dict = extract_state_dict(load_checkpoint_file(path), source=f"checkpoint '{path}'")
+    load_state_dict_strict(model, state_dict, source=f"checkpoint '{path}'")
+    logger.info("loaded weights from %s", path)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_plain(item, f"{where}.{key}")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+        return
+    raise TypeError(f"checkpoint entry {where} is a {type(value).__name__}; only tensors and plain "
+                    f"Python numbers, strings, lists and dicts may be saved (weights_only loading)")
+
+
+def save_checkpoint_atomic(obj: Any, path: str) -> None:
+    """torch.save into a temporary file beside path, then rename, so no half-written file remains."""
+    _check_plain(obj, "checkpoint")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
