@@ -1,0 +1,176 @@
+"""The standard Gaussian heatmap codec: rounded-centre targets, argmax + quarter-offset decoding."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+# The target Gaussian is truncated this many sigmas from its centre.
+GAUSSIAN_RADIUS_SIGMAS = 3
+# A weight above this marks a joint whose Gaussian is drawn.
+DRAW_WEIGHT_THRESHOLD = 0.5
+# Standard decoding moves the argmax this far towards the higher neighbour on each axis.
+QUARTER_OFFSET = 0.25
+
+
+class HeatmapDecodeResult(NamedTuple):
+    """What a heatmap decoder returns; unpacks as (coords, maxvals).
+
+    coords: (B, K, 2) float x, y in heatmap pixels. maxvals: (B, K, 1) confidence per joint.
+    Every decoder (standard, DARK) returns this, so callers can swap decoders freely.
+    """
+
+    coords: torch.Tensor
+    maxvals: torch.Tensor
+
+
+def gaussian_patch(sigma: float) -> np.ndarray:
+    """The references' square float32 Gaussian patch, peak 1 at index size // 2.
+
+    Side ceil(2 * 3 sigma + 1): 13 for sigma 2, 19 for sigma 3, 7 for sigma 1.
+    """
+    # A Python float keeps the arithmetic in float32 (a NumPy float64 scalar would promote it).
+    sigma = float(sigma)
+    size = 2 * GAUSSIAN_RADIUS_SIGMAS * sigma + 1
+    offsets = np.arange(0, size, 1, dtype=np.float32) - size // 2
+    squared = offsets[None, :] ** 2 + offsets[:, None] ** 2
+    return np.exp(-squared / (2 * sigma ** 2))
+
+
+def encode_gaussian_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
+                             image_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
+                             joint_weights: np.ndarray | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """HRNet's standard target: one truncated Gaussian per joint at its rounded heatmap pixel.
+
+    joints: (K, 2 or 3) in input-crop pixels; joints_vis: (K,) or (K, 3) (first column used);
+    image_size, heatmap_size: (w, h). Returns target (K, Hh, Wh) float32 and target_weight
+    (K, 1) float32. The centre is int(x / stride + 0.5) (truncation toward zero), the Gaussian
+    is cut to its 3-sigma window, and a joint whose window misses the map gets weight 0. Optional
+    joint_weights (K,) multiply the weights afterwards. Bit-equal to pasting the reference patch
+    joint by joint, as the same patch values are copied into the same windows.
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    joints_vis = np.asarray(joints_vis, dtype=np.float64)
+    visibility = joints_vis if joints_vis.ndim == 1 else joints_vis[:, 0]
+    heatmap_width, heatmap_height = int(heatmap_size[0]), int(heatmap_size[1])
+    stride = np.asarray(image_size, dtype=np.float64) / np.asarray(heatmap_size, dtype=np.float64)
+    radius = GAUSSIAN_RADIUS_SIGMAS * float(sigma)
+
+    center = np.trunc(joints[:, :2] / stride + 0.5)
+    upper_left = np.trunc(center - radius).astype(np.int64)
+    bottom_right = np.trunc(center + radius + 1).astype(np.int64)
+    misses_map = ((upper_left[:, 0] >= heatmap_width) | (upper_left[:, 1] >= heatmap_height)
+                  | (bottom_right[:, 0] < 0) | (bottom_right[:, 1] < 0))
+    target_weight = np.where(misses_map, 0.0, visibility).astype(np.float32)[:, None]
+
+    # Scatter every joint's whole patch in one assignment; a patch pixel that falls off the map,
+    # outside the [ul, br) window or belongs to an undrawn joint goes to a discarded extra slot.
+    patch = gaussian_patch(sigma)
+    patch_size = patch.shape[0]
+    num_joints = joints.shape[0]
+    offsets = np.arange(patch_size)
+    columns = upper_left[:, 0:1] + offsets
+    rows = upper_left[:, 1:2] + offsets
+    column_ok = ((columns >= 0) & (columns < heatmap_width)
+                 & (offsets < bottom_right[:, 0:1] - upper_left[:, 0:1]))
+    drawn = target_weight[:, 0:1] > DRAW_WEIGHT_THRESHOLD
+    row_ok = ((rows >= 0) & (rows < heatmap_height)
+              & (offsets < bottom_right[:, 1:2] - upper_left[:, 1:2]) & drawn)
+    map_pixels = num_joints * heatmap_height * heatmap_width
+    row_starts = (np.arange(num_joints)[:, None] * heatmap_height + rows) * heatmap_width
+    flat_index = np.where(row_ok[:, :, None] & column_ok[:, None, :],
+                          row_starts[:, :, None] + columns[:, None, :], map_pixels)
+    flat_target = np.zeros(map_pixels + 1, dtype=np.float32)
+    flat_target[flat_index.ravel()] = np.broadcast_to(patch, flat_index.shape).ravel()
+    target = flat_target[:map_pixels].reshape(num_joints, heatmap_height, heatmap_width)
+
+    if joint_weights is not None:
+        target_weight = target_weight * np.asarray(joint_weights, dtype=np.float32)[:, None]
+    return target, target_weight
+
+
+def get_max_preds(heatmaps: torch.Tensor) -> HeatmapDecodeResult:
+    """Argmax of every map (B, K, H, W): coords (B, K, 2) as x, y and maxvals (B, K, 1).
+
+    Ties go to the first flat (row-major) index. Coordinates are zero where the maximum is <= 0.
+    coords are float32 (float64 for float64 maps); maxvals keep the maps' dtype.
+    """
+    if heatmaps.dim() != 4:
+        raise ValueError(f"heatmaps must be (B, K, H, W), got shape {tuple(heatmaps.shape)}")
+    width = heatmaps.shape[3]
+    maxvals, flat_index = heatmaps.flatten(2).max(dim=2, keepdim=True)
+    coords = torch.cat([flat_index % width, torch.div(flat_index, width, rounding_mode="floor")],
+                       dim=2)
+    coords = coords.to(torch.promote_types(heatmaps.dtype, torch.float32))
+    coords = torch.where(maxvals > 0, coords, torch.zeros_like(coords))
+    return HeatmapDecodeResult(coords, maxvals)
+
+
+def gather_pixels(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Values of maps (B, K, H, W) at integer pixels x, y (B, K, ...) -> (B, K, ...).
+
+    Indices must lie inside the map; callers clamp them and mask the result.
+    """
+    batch, joints, _, width = heatmaps.shape
+    flat_index = (y * width + x).reshape(batch, joints, -1)
+    values = heatmaps.flatten(2).gather(2, flat_index)
+    return values.reshape(x.shape)
+
+
+def quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Move integer peaks (B, K, 2) a quarter pixel towards the higher neighbour on each axis.
+
+    Only peaks with 1 < px < W - 1 and 1 < py < H - 1 (px = floor(x + 0.5)) move; an axis with
+    equal neighbours stays put. Returns new coords (B, K, 2).
+    """
+    height, width = heatmaps.shape[2:]
+    if height < 3 or width < 3:
+        return coords.clone()
+    pixel = torch.floor(coords + 0.5).long()
+    px, py = pixel[..., 0], pixel[..., 1]
+    movable = (px > 1) & (px < width - 1) & (py > 1) & (py < height - 1)
+    px, py = px.clamp(1, width - 2), py.clamp(1, height - 2)
+    # Neighbours stacked on a last axis: right, left, below, above.
+    neighbour_x = torch.stack([px + 1, px - 1, px, px], dim=-1)
+    neighbour_y = torch.stack([py, py, py + 1, py - 1], dim=-1)
+    values = gather_pixels(heatmaps, neighbour_x, neighbour_y)
+    diff = torch.stack([values[..., 0] - values[..., 1], values[..., 2] - values[..., 3]], dim=-1)
+    step = torch.sign(diff).to(coords.dtype) * QUARTER_OFFSET
+    return coords + step * movable[..., None].to(coords.dtype)
+
+
+def decode_standard(heatmaps: torch.Tensor, post_process: bool = True) -> HeatmapDecodeResult:
+    """HRNet decoding of maps (B, K, H, W) on their device: argmax, then the quarter offset.
+
+    Returns heatmap-pixel coords (B, K, 2) and the raw maxima (B, K, 1); with post_process False
+    the coords are the integer argmax. Map to image pixels with transform_preds_torch.
+    """
+    coords, maxvals = get_max_preds(heatmaps)
+    if post_process:
+        coords = quarter_offset(heatmaps, coords)
+    return HeatmapDecodeResult(coords, maxvals)
+
+
+def flip_back(heatmaps: torch.Tensor, flip_index: Sequence[int] | np.ndarray | torch.Tensor
+              ) -> torch.Tensor:
+    """Heatmaps (B, K, H, W) of a mirrored input, mirrored back: columns reversed, pairs swapped.
+
+    flip_index (K,) sends each joint to its mirror (KeypointInfo.flip_index). An involution.
+    """
+    if isinstance(flip_index, torch.Tensor):
+        index = flip_index.to(device=heatmaps.device, dtype=torch.long)
+    else:
+        index = torch.as_tensor(np.asarray(flip_index), dtype=torch.long, device=heatmaps.device)
+    return heatmaps.flip(-1).index_select(1, index)
+
+
+def shift_flipped_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
+    """Move every column of (..., W) maps right by one; column 0 keeps its own old value.
+
+    HRNet's flip-test fix for its W/S convention, where the flipped maps sit 0.75 px too far left
+    (at stride 4). Not used with the DARK convention.
+    """
+    return torch.cat([heatmaps[..., :1], heatmaps[..., :-1]], dim=-1)

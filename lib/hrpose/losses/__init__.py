@@ -1,0 +1,1 @@
+"""Training losses: joints MSE / OHKM, masked heatmap loss, associative embedding, offset loss."""

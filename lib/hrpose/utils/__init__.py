@@ -1,0 +1,1 @@
+"""Geometry, visualisation and small shared helpers."""
