@@ -1,0 +1,1 @@
+"""Datasets, their keypoint metadata, and the samplers that feed the models."""
