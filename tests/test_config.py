@@ -123,3 +123,10 @@ def test_train_tool_rejects_bad_key_fast(repo_root):
     assert "TRAIN.NOT_A_KEY" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_tuple_written_as_in_the_original_yamls(tmp_path):
+    path = write_yaml(tmp_path, "GPUS: (0,1,2,3)\n")
+    assert tuple(load_config(path).GPUS) == (0, 1, 2, 3)
+    with pytest.raises(ConfigError, match="GPUS"):
+        load_config(write_yaml(tmp_path, "GPUS: zero\n", "bad.yaml"))

@@ -20,6 +20,12 @@ def _pose_hrnet_extra() -> CN:
     extra.PRETRAINED_LAYERS = ["conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2",
                                "transition2", "stage3", "transition3", "stage4"]
     extra.FINAL_CONV_KERNEL = 1
+    # layer1 between the stem and stage 2. The published models fix it at four Bottlenecks of 64
+    # planes; small HRNets (and the CPU-sized synthetic experiment) make it lighter.
+    extra.STAGE1 = CN()
+    extra.STAGE1.BLOCK = "BOTTLENECK"
+    extra.STAGE1.NUM_BLOCKS = [4]
+    extra.STAGE1.NUM_CHANNELS = [64]
     extra.STAGE2 = _hrnet_stage(1, 2, [4, 4], [32, 64])
     extra.STAGE3 = _hrnet_stage(4, 3, [4, 4, 4], [32, 64, 128])
     extra.STAGE4 = _hrnet_stage(3, 4, [4, 4, 4, 4], [32, 64, 128, 256])

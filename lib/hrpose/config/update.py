@@ -22,8 +22,8 @@ COMMAND_LINE_SOURCE = "on the command line"
 CHOICES: dict[str, tuple] = {
     "DEVICE": ("auto", "cpu", "cuda"),
     "MODEL.NAME": tuple(MODEL_EXTRAS),
-    "MODEL.TARGET_TYPE": ("gaussian",),
     "DATASET.DATASET": ("coco", "crowdpose", "mpii", "ochuman", "synthetic"),
+    "DATASET.TEST_DATASET": ("", "coco", "crowdpose", "mpii", "ochuman", "synthetic"),
     "DATASET.COORD_CONVENTION": ("hrnet", "dark"),
     "TRAIN.OPTIMIZER": ("adam", "sgd"),
     "MODEL.EXTRA.STAGE2.BLOCK": ("BASIC", "BOTTLENECK"),
@@ -83,7 +83,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 # Paths that DATA_DIR prefixes when it is set and the path is relative.
-DATA_DIR_PATHS = ("DATASET.ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE", "TEST.COCO_BBOX_FILE")
+DATA_DIR_PATHS = ("DATASET.ROOT", "DATASET.TEST_ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE", "TEST.COCO_BBOX_FILE")
 
 
 class ConfigError(HrposeError, ValueError):
@@ -119,6 +119,12 @@ def _coerce(value, default, full_key: str, source: str):
         if isinstance(value, str):
             return value
     elif isinstance(default, (list, tuple)):
+        if isinstance(value, str):
+            # The originals' YAMLs write tuples as "(0,1,2,3)", which YAML reads as a string.
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass
         if isinstance(value, (list, tuple)):
             return expected(value)
     elif default is None:

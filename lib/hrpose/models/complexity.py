@@ -1,0 +1,179 @@
+"""Parameter and multiply-add counts: true MACs, and the GFLOPs figure each paper's own tool printed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# Operators whose FLOPs count as multiply-adds of a convolution (also transposed) or a linear layer.
+_CONV_AND_LINEAR_OPS = frozenset({"convolution", "_convolution", "addmm", "mm"})
+
+# Layer types whose every call is recorded for the paper conventions.
+_RECORDED_LAYERS = {nn.Conv2d: "conv", nn.ConvTranspose2d: "conv_transpose", nn.Linear: "linear"}
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """One call of a convolution or linear layer during the measured forward pass (batch 1)."""
+
+    name: str
+    kind: str  # "conv", "conv_transpose" or "linear"
+    weight_numel: int
+    num_params: int
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """What one forward pass of one image costs."""
+
+    params: int  # trainable parameters, each counted once
+    macs: int  # true multiply-adds of convolutions, transposed convolutions and linear layers
+    input_size: tuple[int, int]  # (height, width)
+    layer_calls: tuple[LayerCall, ...]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters; a tensor shared between layers counts once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def measure_complexity(model: nn.Module, input_size: tuple[int, int]) -> Complexity:
+    """Run one (1, 3, H, W) image through model in eval mode and count its work.
+
+    The input is created on the device of the model's parameters: build the model under
+    ``torch.device("meta")`` and nothing is computed or allocated, so even ResNet-152 at 384x288
+    costs milliseconds. True MACs come from torch.utils.flop_counter (its FLOPs / 2); the per-call
+    records feed the papers' conventions.
+    """
+    height, width = input_size
+    device = next(model.parameters()).device
+    image = torch.zeros(1, 3, height, width, device=device)
+    calls: list[LayerCall] = []
+
+    def record(name: str, kind: str):
+        def hook(module: nn.Module, inputs, output) -> None:
+            calls.append(LayerCall(name=name, kind=kind, weight_numel=module.weight.numel(),
+                                   num_params=sum(p.numel() for p in module.parameters()),
+                                   input_shape=tuple(inputs[0].shape),
+                                   output_shape=tuple(output.shape)))
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        kind = _RECORDED_LAYERS.get(type(module))
+        if kind is not None:
+            handles.append(module.register_forward_hook(record(name, kind)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(image)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+    flops = sum(count for op, count in counter.get_flop_counts()["Global"].items()
+                if op.__name__ in _CONV_AND_LINEAR_OPS)
+    return Complexity(params=count_parameters(model), macs=flops // 2,
+                      input_size=(height, width), layer_calls=tuple(calls))
+
+
+def output_grid_macs(complexity: Complexity) -> int:
+    """Multiply-adds as the forward hooks of the HRNet-family summary tools count them: every
+    convolution, transposed ones included, as weight numel x output H x W, so a stride-2 transposed
+    convolution counts 4x its real work; a linear layer as its real multiply-adds."""
+    total = 0
+    for call in complexity.layer_calls:
+        if call.kind == "linear":
+            total += call.weight_numel * math.prod(call.output_shape[:-1])
+        else:
+            total += call.weight_numel * math.prod(call.output_shape[2:])
+    return total
+
+
+def hrnet_repo_gflops(complexity: Complexity) -> float:
+    """HRNet, SimpleBaseline and DARK (get_model_summary): output-grid count / 2^30."""
+    return output_grid_macs(complexity) / 2 ** 30
+
+
+@dataclass(frozen=True)
+class FlopConvention:
+    """How one paper's own tool turned a model into the GFLOPs figure the paper prints."""
+
+    name: str
+    description: str
+    gflops: Callable[[Complexity], float]
+
+
+FLOP_CONVENTIONS: dict[str, FlopConvention] = {
+    "hrnet_repo": FlopConvention(
+        name="hrnet_repo",
+        description="forward hooks on conv/deconv/linear, deconv on its output grid, / 2^30",
+        gflops=hrnet_repo_gflops),
+}
+
+# MODEL.NAME -> the convention of the paper that model's experiments belong to.
+CONVENTION_BY_MODEL: dict[str, str] = {
+    "pose_hrnet": "hrnet_repo",
+    "pose_resnet": "hrnet_repo",
+}
+
+
+def paper_convention(model_name: str) -> FlopConvention:
+    """The FLOP convention for a MODEL.NAME; a clear error for a model without one."""
+    try:
+        return FLOP_CONVENTIONS[CONVENTION_BY_MODEL[model_name]]
+    except KeyError:
+        raise KeyError(f"no paper FLOP convention registered for model {model_name!r}; known: "
+                       f"{', '.join(sorted(CONVENTION_BY_MODEL))}") from None
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of tools/summary_network.py's table."""
+
+    experiment: str
+    model_name: str
+    input_size: tuple[int, int]  # (height, width)
+    params: int
+    macs: int
+    paper_gflops: float
+    convention: str
+
+
+def summarize(model: nn.Module, model_name: str, input_size: tuple[int, int],
+              experiment: str = "") -> SummaryRow:
+    """Measure model and express the result both as true MACs and in its paper's convention."""
+    complexity = measure_complexity(model, input_size)
+    convention = paper_convention(model_name)
+    return SummaryRow(experiment=experiment, model_name=model_name, input_size=input_size,
+                      params=complexity.params, macs=complexity.macs,
+                      paper_gflops=convention.gflops(complexity), convention=convention.name)
+
+
+def format_summary_table(rows: list[SummaryRow]) -> str:
+    """A plain-text table: experiment, model, input (HxW, as experiment names and papers write it),
+    params (M), true GMACs, paper GFLOPs and the convention's name."""
+    header = ("experiment", "model", "input (HxW)", "params (M)", "true GMACs", "paper GFLOPs",
+              "convention")
+    lines = [header]
+    for row in rows:
+        height, width = row.input_size
+        lines.append((row.experiment or "-", row.model_name, f"{height}x{width}",
+                      f"{row.params / 1e6:.3f}", f"{row.macs / 1e9:.2f}", f"{row.paper_gflops:.2f}",
+                      row.convention))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+                for line in lines]
+    rendered.insert(1, "  ".join("-" * w for w in widths))
+    conventions = {row.convention for row in rows}
+    notes = [f"{name}: {FLOP_CONVENTIONS[name].description}" for name in sorted(conventions)]
+    return "\n".join(rendered + [""] + notes)

@@ -1,0 +1,34 @@
+"""Print a model's parameters, true multiply-adds and its paper's GFLOPs figure for an experiment."""
+
+import argparse
+import os
+
+import torch
+
+from hrpose.config import load_config
+from hrpose.models import build_model
+from hrpose.models.complexity import format_summary_table, summarize
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cfg", required=True, help="experiment YAML, e.g. "
+                        "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.cfg, args.opts)
+    # Built on the meta device, the model holds no memory and its forward pass computes nothing.
+    with torch.device("meta"):
+        model = build_model(cfg, is_train=False)
+    width, height = cfg.MODEL.IMAGE_SIZE
+    experiment = os.path.splitext(os.path.basename(args.cfg))[0]
+    row = summarize(model, cfg.MODEL.NAME, (height, width), experiment=experiment)
+    print(format_summary_table([row]))
+
+
+if __name__ == "__main__":
+    main()
