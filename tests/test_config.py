@@ -130,3 +130,10 @@ def test_tuple_written_as_in_the_original_yamls(tmp_path):
     assert tuple(load_config(path).GPUS) == (0, 1, 2, 3)
     with pytest.raises(ConfigError, match="GPUS"):
         load_config(write_yaml(tmp_path, "GPUS: zero\n", "bad.yaml"))
+
+
+def test_image_and_heatmap_sizes_must_fit_the_model():
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        load_config("", ["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE", "[12, 16]"])
+    with pytest.raises(ConfigError, match=r"IMAGE_SIZE / 4 = \[64, 64\]"):
+        load_config("", ["MODEL.IMAGE_SIZE", "[256, 256]", "MODEL.HEATMAP_SIZE", "[32, 32]"])

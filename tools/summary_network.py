@@ -6,6 +6,7 @@ import os
 import torch
 
 from hrpose.config import load_config
+from hrpose.engine.cli import run_cli
 from hrpose.models import build_model
 from hrpose.models.complexity import format_summary_table, summarize
 
@@ -31,4 +32,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

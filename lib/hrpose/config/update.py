@@ -219,6 +219,14 @@ def validate_config(cfg: CN, provenance: dict | None = None) -> None:
             source = provenance.get(full_key, DEFAULTS_SOURCE)
             raise ConfigError(f"config key '{full_key}' {source} has value {value!r}; "
                               f"expected {description}")
+    image_size, heatmap_size = list(cfg.MODEL.IMAGE_SIZE), list(cfg.MODEL.HEATMAP_SIZE)
+    # Both top-down families reduce the input 32 times and predict at a quarter of it.
+    if any(side % 32 for side in image_size):
+        raise ConfigError(f"MODEL.IMAGE_SIZE {image_size} {provenance.get('MODEL.IMAGE_SIZE', DEFAULTS_SOURCE)} "
+                          f"must be a multiple of 32 in both sides for {cfg.MODEL.NAME}")
+    if heatmap_size != [side // 4 for side in image_size]:
+        raise ConfigError(f"MODEL.HEATMAP_SIZE {heatmap_size} must be MODEL.IMAGE_SIZE / 4 = "
+                          f"{[side // 4 for side in image_size]} for {cfg.MODEL.NAME}")
     if cfg.TRAIN.BEGIN_EPOCH >= cfg.TRAIN.END_EPOCH:
         raise ConfigError(f"TRAIN.BEGIN_EPOCH ({cfg.TRAIN.BEGIN_EPOCH}) must be smaller than "
                           f"TRAIN.END_EPOCH ({cfg.TRAIN.END_EPOCH})")

@@ -1,0 +1,156 @@
+"""COCO-format keypoint files (COCO, CrowdPose, OCHuman, synthetic): paths, person records, boxes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from ..errors import DataError, DataFileNotFoundError
+from ..utils.transforms import box_to_center_scale
+
+logger = logging.getLogger(__name__)
+
+PERSON_CATEGORY_ID = 1
+
+
+@dataclass(frozen=True)
+class CocoLayout:
+    """Where a COCO-format dataset keeps its annotation file and images, as the originals lay it out."""
+
+    annotation_pattern: str  # relative to the dataset root, formatted with the image set
+    image_folder_pattern: str  # relative to the dataset root, formatted with the image set
+
+
+LAYOUTS: dict[str, CocoLayout] = {
+    "coco": CocoLayout("annotations/person_keypoints_{image_set}.json", "images/{image_set}"),
+    "synthetic": CocoLayout("annotations/person_keypoints_{image_set}.json", "images/{image_set}"),
+    "crowdpose": CocoLayout("json/crowdpose_{image_set}.json", "images"),
+    "ochuman": CocoLayout("annotations/ochuman_coco_format_{image_set}_range_0.00_1.00.json", "images"),
+}
+
+
+def annotation_file(dataset: str, root: str, image_set: str) -> str:
+    """The annotation JSON of a split; COCO's test-dev has image information only."""
+    if dataset == "coco" and "test" in image_set:
+        return os.path.join(root, "annotations", f"image_info_{image_set}.json")
+    return os.path.join(root, LAYOUTS[dataset].annotation_pattern.format(image_set=image_set))
+
+
+def image_folder(dataset: str, root: str, image_set: str) -> str:
+    """The folder holding a split's images; COCO's test-dev images live in test2017."""
+    if dataset == "coco" and "test" in image_set:
+        image_set = "test2017"
+    return os.path.join(root, LAYOUTS[dataset].image_folder_pattern.format(image_set=image_set))
+
+
+def load_coco_file(path: str) -> COCO:
+    """Load an annotation file with pycocotools, with errors that name the file."""
+    if not os.path.isfile(path):
+        raise DataFileNotFoundError(f"annotation file not found: '{path}' (see data/README.md for the "
+                                f"expected layout; `python tools/make_synthetic.py` makes the "
+                                f"synthetic dataset)")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"annotation file '{path}' is not valid JSON: {error}") from None
+    except (KeyError, TypeError, AssertionError) as error:
+        raise DataError(f"annotation file '{path}' is not in COCO format ({error!r})") from None
+
+
+def clean_box(box, image_width: int, image_height: int, convention: str):
+    """Clip an [x, y, w, h] box to the image as the originals do; None if nothing is left.
+
+    DARK counts pixels inclusively, so its cleaned width and height are one larger.
+    """
+    x, y, w, h = box
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2 = min(image_width - 1.0, x1 + max(0.0, w - 1.0))
+    y2 = min(image_height - 1.0, y1 + max(0.0, h - 1.0))
+    if x2 < x1 or y2 < y1:
+        return None
+    extra = 1.0 if convention == "dark" else 0.0
+    return [x1, y1, x2 - x1 + extra, y2 - y1 + extra]
+
+
+def ground_truth_records(coco: COCO, images_dir: str, num_joints: int, aspect_ratio: float,
+                         convention: str) -> list[dict]:
+    """One record per non-crowd person with at least one labelled keypoint (the originals' cleaning)."""
+    records = []
+    for image_id in sorted(coco.getImgIds()):
+        image = coco.loadImgs(image_id)[0]
+        width, height = image["width"], image["height"]
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False)):
+            if ann.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
+                continue
+            box = clean_box(ann["bbox"], width, height, convention)
+            # CrowdPose annotations carry no 'area'; their box stands in for it.
+            area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
+            if box is None or area <= 0:
+                continue
+            if not ann.get("keypoints"):
+                continue  # OCHuman lists some people with a box and mask but no keypoints
+            keypoints = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+            if keypoints.shape[0] != num_joints:
+                raise DataError(f"annotation {ann.get('id')} of image {image_id} has "
+                                 f"{keypoints.shape[0]} keypoints; MODEL.NUM_JOINTS is {num_joints}")
+            if keypoints.max() == 0:
+                continue
+            center, scale = box_to_center_scale(box, aspect_ratio, convention)
+            records.append({
+                "image": os.path.join(images_dir, image["file_name"]),
+                "image_id": image_id,
+                "center": center,
+                "scale": scale,
+                "joints": keypoints[:, :2].copy(),
+                # Occluded (1) and visible (2) labels both count as present.
+                "joints_vis": np.minimum(keypoints[:, 2], 1.0),
+                "score": 1.0,
+            })
+    return records
+
+
+def detection_records(coco: COCO, images_dir: str, detection_file: str, num_joints: int,
+                      aspect_ratio: float, convention: str, score_threshold: float) -> list[dict]:
+    """One record per person box of a detector's COCO-format results with score >= threshold."""
+    if not os.path.isfile(detection_file):
+        raise DataFileNotFoundError(f"person detection file not found: '{detection_file}' (set "
+                                f"TEST.COCO_BBOX_FILE, or TEST.USE_GT_BBOX True to test on "
+                                f"ground-truth boxes)")
+    with open(detection_file, encoding="utf-8") as handle:
+        try:
+            detections = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise DataError(f"detection file '{detection_file}' is not valid JSON: {error}") from None
+    if not isinstance(detections, list):
+        raise DataError(f"detection file '{detection_file}' must hold a list of "
+                         f"{{image_id, category_id, bbox, score}} entries")
+    known_images = set(coco.getImgIds())
+    records = []
+    for detection in detections:
+        if detection.get("category_id") != PERSON_CATEGORY_ID or detection["score"] < score_threshold:
+            continue
+        image_id = detection["image_id"]
+        if image_id not in known_images:
+            raise DataError(f"detection file '{detection_file}' refers to image id {image_id}, "
+                             f"which the annotation file does not have")
+        center, scale = box_to_center_scale(detection["bbox"], aspect_ratio, convention)
+        records.append({
+            "image": os.path.join(images_dir, coco.loadImgs(image_id)[0]["file_name"]),
+            "image_id": image_id,
+            "center": center,
+            "scale": scale,
+            "joints": np.zeros((num_joints, 2)),
+            "joints_vis": np.ones(num_joints),
+            "score": float(detection["score"]),
+        })
+    logger.info("%d person boxes with score >= %s from %s", len(records), score_threshold,
+                detection_file)
+    return records

@@ -1,0 +1,44 @@
+"""Shared command-line plumbing of the tools: arguments, config loading, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from ..config import get_default_config, update_config
+from ..errors import HrposeError
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cfg FILE, the originals' folder options, and trailing KEY VALUE overrides."""
+    parser.add_argument("--cfg", required=True, help="experiment YAML file")
+    parser.add_argument("--modelDir", default="", help="overrides OUTPUT_DIR")
+    parser.add_argument("--logDir", default="", help="overrides LOG_DIR")
+    parser.add_argument("--dataDir", default="", help="overrides DATA_DIR")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config overrides as KEY VALUE pairs, e.g. TEST.MODEL_FILE m.pth")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The frozen config: defaults, then --cfg, then the folder options and KEY VALUE overrides."""
+    opts = list(args.opts or [])
+    for flag, key in ((args.modelDir, "OUTPUT_DIR"), (args.logDir, "LOG_DIR"),
+                      (args.dataDir, "DATA_DIR")):
+        if flag:
+            opts += [key, repr(flag)]
+    return update_config(get_default_config(), argparse.Namespace(cfg=args.cfg, opts=opts))
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a tool's main; bad input ends with one 'error:' line on stderr and exit status 2."""
+    try:
+        main()
+    except (HrposeError, FileNotFoundError) as error:
+        logging.getLogger("hrpose").debug("stopping", exc_info=True)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

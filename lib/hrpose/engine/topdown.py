@@ -1,0 +1,169 @@
+"""Top-down training and validation loops: one epoch of training, batched inference, evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from ..codecs.heatmap import decode_standard, flip_back, shift_flipped_heatmaps
+from ..evaluation.coco import evaluate_coco_keypoints
+from ..evaluation.crowdpose import evaluate_crowdpose_keypoints
+from ..evaluation.pckh import evaluate_mpii_pckh, save_mpii_predictions
+from ..evaluation.results import write_keypoint_results
+from ..postprocess.topdown import box_areas, coco_results, nms_per_image, rescore_poses
+from ..utils.transforms import transform_preds
+from .debug import save_debug_images
+
+logger = logging.getLogger(__name__)
+
+
+def _progress(iterable, description: str, total: int):
+    # A bar in a terminal; plain log lines (PRINT_FREQ) when the output goes to a file or CI.
+    return tqdm(iterable, desc=description, total=total, leave=False, dynamic_ncols=True,
+                disable=not sys.stderr.isatty())
+
+
+def _final_heatmaps(output) -> torch.Tensor:
+    """Models with intermediate supervision return a list; the last map is the prediction."""
+    return output[-1] if isinstance(output, (list, tuple)) else output
+
+
+def _loss(criterion: nn.Module, output, target, target_weight) -> torch.Tensor:
+    if isinstance(output, (list, tuple)):
+        return sum(criterion(stage, target, target_weight) for stage in output)
+    return criterion(output, target, target_weight)
+
+
+def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, device: torch.device,
+                    epoch: int, print_freq: int, writer=None, global_step: int = 0,
+                    debug: CfgNode | None = None, output_dir: str = "") -> tuple[float, int]:
+    """One pass over loader; returns the mean loss and the updated global step."""
+    model.train()
+    total_loss, total_samples = 0.0, 0
+    started = time.monotonic()
+    bar = _progress(loader, f"epoch {epoch}", len(loader))
+    for iteration, (images, target, target_weight, meta) in enumerate(bar):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        target_weight = target_weight.to(device, non_blocking=True)
+        output = model(images)
+        loss = _loss(criterion, output, target, target_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration {iteration}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        batch = images.shape[0]
+        total_loss += loss.item() * batch
+        total_samples += batch
+        global_step += 1
+        bar.set_postfix(loss=f"{loss.item():.6f}")
+        if writer is not None:
+            writer.add_scalar("train_loss", loss.item(), global_step)
+        if iteration % print_freq == 0 or iteration == len(loader) - 1:
+            elapsed = time.monotonic() - started
+            logger.info("Epoch: [%d][%d/%d]  loss %.6f (avg %.6f)  %.1f samples/s", epoch,
+                        iteration, len(loader), loss.item(), total_loss / total_samples,
+                        total_samples / max(elapsed, 1e-9))
+            if debug is not None:
+                save_debug_images(debug, os.path.join(output_dir, f"train_{iteration}"), images,
+                                  meta, target, _final_heatmaps(output))
+    return total_loss / max(total_samples, 1), global_step
+
+
+def predict_heatmaps(model: nn.Module, images: torch.Tensor, flip_index: np.ndarray | None,
+                     shift_heatmap: bool) -> torch.Tensor:
+    """Heatmaps of a batch, averaged with those of the mirrored batch when flip_index is given."""
+    heatmaps = _final_heatmaps(model(images))
+    if flip_index is None:
+        return heatmaps
+    flipped = flip_back(_final_heatmaps(model(images.flip(3))), flip_index)
+    if shift_heatmap:
+        flipped = shift_flipped_heatmaps(flipped)
+    return (heatmaps + flipped) * 0.5
+
+
+@torch.no_grad()
+def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
+                  criterion: nn.Module | None = None, output_dir: str = "") -> dict:
+    """Poses in image coordinates for every sample of loader, plus the boxes they came from."""
+    model.eval()
+    dataset = loader.dataset
+    flip_index = dataset.keypoint_info.flip_index if cfg.TEST.FLIP_TEST else None
+    heatmap_size = cfg.MODEL.HEATMAP_SIZE
+    poses, centers, scales, box_scores, image_ids, indices = [], [], [], [], [], []
+    total_loss, total_samples = 0.0, 0
+    for iteration, (images, target, target_weight, meta) in enumerate(
+            _progress(loader, "test", len(loader))):
+        images = images.to(device, non_blocking=True)
+        heatmaps = predict_heatmaps(model, images, flip_index, cfg.TEST.SHIFT_HEATMAP)
+        if output_dir and iteration % cfg.PRINT_FREQ == 0:
+            save_debug_images(cfg.DEBUG, os.path.join(output_dir, f"val_{iteration}"), images,
+                              meta, target, heatmaps)
+        if criterion is not None:
+            loss = criterion(heatmaps, target.to(device), target_weight.to(device))
+            total_loss += loss.item() * images.shape[0]
+            total_samples += images.shape[0]
+        coords, maxvals = decode_standard(heatmaps, cfg.TEST.POST_PROCESS)
+        center = meta["center"].numpy().astype(np.float64)
+        scale = meta["scale"].numpy().astype(np.float64)
+        image_coords = transform_preds(coords.cpu().numpy().astype(np.float64), center, scale,
+                                       heatmap_size, cfg.DATASET.COORD_CONVENTION)
+        poses.append(np.concatenate([image_coords, maxvals.cpu().numpy().astype(np.float64)], 2))
+        centers.append(center)
+        scales.append(scale)
+        box_scores.append(meta["score"].numpy().astype(np.float64))
+        image_ids.append(meta["image_id"].numpy())
+        indices.append(meta["index"].numpy())
+    return {
+        "poses": np.concatenate(poses),
+        "centers": np.concatenate(centers),
+        "scales": np.concatenate(scales),
+        "box_scores": np.concatenate(box_scores),
+        "image_ids": np.concatenate(image_ids),
+        "indices": np.concatenate(indices),
+        "loss": total_loss / total_samples if total_samples else float("nan"),
+    }
+
+
+def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
+    """Write the results file of the split and score it; returns (name -> value, indicator)."""
+    evaluation = dataset.evaluation
+    name, image_set = evaluation["dataset"], evaluation["image_set"]
+    poses = predictions["poses"]
+    if name == "mpii":
+        order = np.argsort(predictions["indices"])
+        save_mpii_predictions(poses[order, :, :2], os.path.join(output_dir, "pred.mat"))
+        if "test" in image_set:
+            return {"Null": 0.0}, 0.0
+        name_values = evaluate_mpii_pckh(poses[order, :, :2], evaluation["gt_file"])
+        return name_values, name_values["Mean"]
+
+    info = dataset.keypoint_info
+    scores = rescore_poses(poses[:, :, 2], predictions["box_scores"], cfg.TEST.IN_VIS_THRE)
+    areas = box_areas(predictions["scales"])
+    keep = nms_per_image(poses, scores, areas, predictions["image_ids"], cfg.TEST.OKS_THRE,
+                         info.sigmas_array, soft=cfg.TEST.SOFT_NMS)
+    results = coco_results(poses[keep], scores[keep], predictions["image_ids"][keep],
+                           predictions["centers"][keep], predictions["scales"][keep])
+    results_file = os.path.join(output_dir, "results", f"keypoints_{image_set}_results.json")
+    write_keypoint_results(results, results_file)
+    logger.info("wrote %d poses to %s", len(results), results_file)
+    if not evaluation["coco"].dataset.get("annotations"):
+        # COCO test-dev ships image information only: submit the results file to the server.
+        logger.info("%s has no ground truth; nothing to evaluate", evaluation["gt_file"])
+        return {"Null": 0.0}, 0.0
+    if name == "crowdpose":
+        name_values = evaluate_crowdpose_keypoints(evaluation["gt_file"], results, info.sigmas_array)
+    else:
+        name_values = evaluate_coco_keypoints(evaluation["coco"], results, info.sigmas_array)
+    return name_values, name_values["AP"]

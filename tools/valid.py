@@ -1,0 +1,19 @@
+"""Evaluate a pose model: python tools/valid.py --cfg FILE [TEST.MODEL_FILE path] [KEY VALUE ...]."""
+
+import argparse
+
+from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
+from hrpose.engine.run_dir import create_run
+from hrpose.engine.trainer import validate_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_config_arguments(parser)
+    args = parser.parse_args()
+    cfg = config_from_args(args)
+    validate_model(cfg, create_run(cfg, args.cfg, "valid"))
+
+
+if __name__ == "__main__":
+    run_cli(main)
