@@ -13,6 +13,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from ..errors import DataError, DataFileNotFoundError
+from ..utils.io import read_json
 from ..utils.transforms import box_to_center_scale
 
 logger = logging.getLogger(__name__)
@@ -120,15 +121,9 @@ def ground_truth_records(coco: COCO, images_dir: str, num_joints: int, aspect_ra
 def detection_records(coco: COCO, images_dir: str, detection_file: str, num_joints: int,
                       aspect_ratio: float, convention: str, score_threshold: float) -> list[dict]:
     """One record per person box of a detector's COCO-format results with score >= threshold."""
-    if not os.path.isfile(detection_file):
-        raise DataFileNotFoundError(f"person detection file not found: '{detection_file}' (set "
-                                f"TEST.COCO_BBOX_FILE, or TEST.USE_GT_BBOX True to test on "
-                                f"ground-truth boxes)")
-    with open(detection_file, encoding="utf-8") as handle:
-        try:
-            detections = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise DataError(f"detection file '{detection_file}' is not valid JSON: {error}") from None
+    detections = read_json(detection_file, "person detection",
+                           "set TEST.COCO_BBOX_FILE, or TEST.USE_GT_BBOX True to test on "
+                           "ground-truth boxes")
     if not isinstance(detections, list):
         raise DataError(f"detection file '{detection_file}' must hold a list of "
                          f"{{image_id, category_id, bbox, score}} entries")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from ..errors import DataError, DataFileNotFoundError
+from ..errors import DataError
+from ..utils.io import read_json
 
 # The originals move the MPII centre down by 15 px per scale unit and pad the scale by 1.25.
 CENTER_Y_SHIFT = 15.0
@@ -25,14 +25,8 @@ def gt_mat_file(root: str, image_set: str) -> str:
 def mpii_records(root: str, image_set: str, num_joints: int) -> list[dict]:
     """One record per annotated person, converted to 0-based coordinates."""
     path = annotation_file(root, image_set)
-    if not os.path.isfile(path):
-        raise DataFileNotFoundError(f"MPII annotation file not found: '{path}' (expected "
-                                f"data/mpii/annot/{{train,valid,test}}.json, see data/README.md)")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            annotations = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise DataError(f"MPII annotation file '{path}' is not valid JSON: {error}") from None
+    annotations = read_json(path, "MPII annotation",
+                            "expected data/mpii/annot/{train,valid,test}.json, see data/README.md")
     records = []
     for index, ann in enumerate(annotations):
         center = np.array(ann["center"], dtype=np.float64)

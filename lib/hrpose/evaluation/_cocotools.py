@@ -13,7 +13,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from hrpose.evaluation.results import load_keypoint_results, read_json
+from hrpose.evaluation.results import load_keypoint_results
+from hrpose.utils.io import read_json
 
 ReturnT = TypeVar("ReturnT")
 

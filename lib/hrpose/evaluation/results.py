@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hrpose.evaluation._atomic import atomic_write
+from hrpose.utils.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,6 @@ def write_keypoint_results(results: Sequence[Mapping[str, Any]], path: str | os.
         json.dump(payload, file, sort_keys=True)
     logger.info("wrote %d keypoint results to %s", len(payload), target)
     return target
-
-
-def read_json(path: str | os.PathLike, description: str) -> Any:
-    """Load a JSON file, with errors that name the file and say what it was meant to hold."""
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"{description} file not found: {source}")
-    try:
-        with open(source, encoding="utf-8") as file:
-            return json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{description} file {source} is not valid JSON: {error}") from error
 
 
 def load_keypoint_results(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
+from ...config import ConfigError
+
 from ..blocks import BLOCKS_BY_NAME, BN_MOMENTUM, Bottleneck, ResidualBlock, conv1x1, conv3x3, make_layer
 from ..heads.heatmap import heatmap_conv
 from ..weights import load_pretrained_weights, normal_init_, top_level_whitelist
@@ -35,11 +37,11 @@ class Layer1Spec:
     def from_cfg(cls, node: CfgNode, key: str) -> Layer1Spec:
         """layer1 as a MODEL.EXTRA.STAGE1 block describes it; key names it in error messages."""
         if len(node.NUM_BLOCKS) != 1 or len(node.NUM_CHANNELS) != 1:
-            raise ValueError(f"{key} describes the single-branch layer1: NUM_BLOCKS and "
+            raise ConfigError(f"{key} describes the single-branch layer1: NUM_BLOCKS and "
                              f"NUM_CHANNELS need one entry each, got {list(node.NUM_BLOCKS)} and "
                              f"{list(node.NUM_CHANNELS)}")
         if node.BLOCK not in BLOCKS_BY_NAME:
-            raise ValueError(f"{key}.BLOCK is {node.BLOCK!r}; allowed: "
+            raise ConfigError(f"{key}.BLOCK is {node.BLOCK!r}; allowed: "
                              f"{', '.join(repr(name) for name in BLOCKS_BY_NAME)}")
         return cls(block=BLOCKS_BY_NAME[node.BLOCK], num_blocks=node.NUM_BLOCKS[0],
                    planes=node.NUM_CHANNELS[0])
@@ -56,10 +58,10 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         if len(self.num_blocks) != len(self.num_channels):
-            raise ValueError(f"an HRNet stage needs one NUM_BLOCKS and one NUM_CHANNELS entry per "
+            raise ConfigError(f"an HRNet stage needs one NUM_BLOCKS and one NUM_CHANNELS entry per "
                              f"branch, got {list(self.num_blocks)} and {list(self.num_channels)}")
         if self.num_modules < 1:
-            raise ValueError(f"an HRNet stage needs at least one module, got {self.num_modules}")
+            raise ConfigError(f"an HRNet stage needs at least one module, got {self.num_modules}")
 
     @property
     def num_branches(self) -> int:
@@ -74,10 +76,10 @@ class StageSpec:
     def from_cfg(cls, node: CfgNode, key: str) -> StageSpec:
         """The stage described by a MODEL.EXTRA.STAGEn block; key names it in error messages."""
         if node.FUSE_METHOD != "SUM":
-            raise ValueError(f"{key}.FUSE_METHOD is {node.FUSE_METHOD!r}; HighResolutionModule "
+            raise ConfigError(f"{key}.FUSE_METHOD is {node.FUSE_METHOD!r}; HighResolutionModule "
                              f"fuses branches by summing ('SUM') only")
         if node.NUM_BRANCHES != len(node.NUM_BLOCKS) or node.NUM_BRANCHES != len(node.NUM_CHANNELS):
-            raise ValueError(f"{key}.NUM_BRANCHES is {node.NUM_BRANCHES} but NUM_BLOCKS has "
+            raise ConfigError(f"{key}.NUM_BRANCHES is {node.NUM_BRANCHES} but NUM_BLOCKS has "
                              f"{len(node.NUM_BLOCKS)} and NUM_CHANNELS {len(node.NUM_CHANNELS)} "
                              f"entries; they must agree")
         return cls(num_modules=node.NUM_MODULES, block=BLOCKS_BY_NAME[node.BLOCK],
@@ -103,7 +105,7 @@ class HighResolutionModule(nn.Module):
                  num_channels: Sequence[int], multi_scale_output: bool = True) -> None:
         super().__init__()
         if not len(in_channels) == len(num_blocks) == len(num_channels):
-            raise ValueError(f"HighResolutionModule: in_channels {list(in_channels)}, num_blocks "
+            raise ConfigError(f"HighResolutionModule: in_channels {list(in_channels)}, num_blocks "
                              f"{list(num_blocks)} and num_channels {list(num_channels)} must have "
                              f"one entry per branch")
         self.num_branches = len(num_channels)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
+from ...config import ConfigError
+
 from ..blocks import BN_MOMENTUM, BasicBlock, Bottleneck, ResidualBlock, make_layer
 from ..heads.deconv import make_deconv_layers
 from ..heads.heatmap import heatmap_conv
@@ -67,7 +69,7 @@ class PoseResNet(ResNet):
                  deconv_kernels: Sequence[int] = (4, 4, 4), deconv_with_bias: bool = False,
                  final_conv_kernel: int = 1) -> None:
         if depth not in RESNET_SPECS:
-            raise ValueError(f"no ResNet of depth {depth}; MODEL.EXTRA.NUM_LAYERS must be one of "
+            raise ConfigError(f"no ResNet of depth {depth}; MODEL.EXTRA.NUM_LAYERS must be one of "
                              f"{', '.join(str(d) for d in RESNET_SPECS)}")
         block, layers = RESNET_SPECS[depth]
         super().__init__(block, layers)
@@ -92,7 +94,7 @@ def pose_resnet(cfg: CfgNode) -> PoseResNet:
     extra = cfg.MODEL.EXTRA
     if extra.NUM_DECONV_LAYERS != len(extra.NUM_DECONV_FILTERS) or \
             extra.NUM_DECONV_LAYERS != len(extra.NUM_DECONV_KERNELS):
-        raise ValueError(f"MODEL.EXTRA.NUM_DECONV_LAYERS is {extra.NUM_DECONV_LAYERS} but "
+        raise ConfigError(f"MODEL.EXTRA.NUM_DECONV_LAYERS is {extra.NUM_DECONV_LAYERS} but "
                          f"NUM_DECONV_FILTERS has {len(extra.NUM_DECONV_FILTERS)} and "
                          f"NUM_DECONV_KERNELS {len(extra.NUM_DECONV_KERNELS)} entries; they must agree")
     return PoseResNet(extra.NUM_LAYERS, num_joints=cfg.MODEL.NUM_JOINTS,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ...config import ConfigError
 from ..blocks import BN_MOMENTUM
 
 # (padding, output_padding) that make a stride-2 transposed convolution exactly double the size.
@@ -17,7 +18,7 @@ def deconv_padding(kernel_size: int) -> tuple[int, int]:
     try:
         return _DECONV_PADDING[kernel_size]
     except KeyError:
-        raise ValueError(f"unsupported deconvolution kernel size {kernel_size} "
+        raise ConfigError(f"unsupported deconvolution kernel size {kernel_size} "
                          f"(NUM_DECONV_KERNELS entries must be 2, 3 or 4)") from None
 
 
@@ -29,7 +30,7 @@ def make_deconv_layers(in_channels: int, num_filters: Sequence[int], kernel_size
     deconv_layers.3.weight, ... as in the released SimpleBaseline checkpoints.
     """
     if len(num_filters) != len(kernel_sizes):
-        raise ValueError(f"NUM_DECONV_FILTERS has {len(num_filters)} entries but "
+        raise ConfigError(f"NUM_DECONV_FILTERS has {len(num_filters)} entries but "
                          f"NUM_DECONV_KERNELS has {len(kernel_sizes)}; give one per layer")
     layers: list[nn.Module] = []
     for out_channels, kernel_size in zip(num_filters, kernel_sizes, strict=True):
