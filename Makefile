@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.hrpose-installed
-DEMO_CFG := experiments/synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml
+DEMO_CFG := experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml
 
 .PHONY: all install test demo bench clean
 

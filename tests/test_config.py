@@ -116,7 +116,7 @@ def test_train_tool_rejects_bad_key_fast(repo_root):
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(repo_root / "tools" / "train.py"), "--cfg",
-         str(repo_root / "experiments/synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml"),
+         str(repo_root / "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"),
          "TRAIN.NOT_A_KEY", "1"],
         capture_output=True, text=True, cwd=repo_root)
     assert result.returncode != 0

@@ -29,7 +29,8 @@ R50_256 = str(EXPERIMENTS / "coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml")
 R101_256 = str(EXPERIMENTS / "coco/resnet/res101_256x192_d256x3_adam_lr1e-3.yaml")
 R152_256 = str(EXPERIMENTS / "coco/resnet/res152_256x192_d256x3_adam_lr1e-3.yaml")
 W32_MPII = str(EXPERIMENTS / "mpii/hrnet/w32_256x256_adam_lr1e-3.yaml")
-SYNTHETIC = str(EXPERIMENTS / "synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml")
+SYNTHETIC = str(EXPERIMENTS / "synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml")
+SYNTHETIC_RESNET = str(EXPERIMENTS / "synthetic/resnet/res18_128x96_d64x3_adam_lr2e-3.yaml")
 
 HRNET_WHITELIST = ("['conv1','bn1','conv2','bn2','layer1','transition1','stage2','transition2',"
                    "'stage3','transition3','stage4']")
@@ -325,6 +326,24 @@ def test_pretrained_whitelist_loads_the_trunk_only(tmp_path, caplog):
     assert f"loaded {len(trunk)} of the model's {len(loaded)} tensors" in caplog.text
 
 
+@pytest.mark.parametrize("cfg_path", [SYNTHETIC, R50_256])
+def test_init_methods_scale_hidden_convolutions_and_keep_outputs_small(cfg_path):
+    # No ImageNet file: the initialisation alone.
+    normal = build(cfg_path, "MODEL.PRETRAINED", "", "MODEL.INIT_METHOD", "normal", is_train=True)
+    kaiming = build(cfg_path, "MODEL.PRETRAINED", "", "MODEL.INIT_METHOD", "kaiming",
+                    is_train=True)
+    hidden = "conv1.weight"
+    fan_out = normal.conv1.weight[0, 0].numel() * normal.conv1.weight.shape[0]
+    assert normal.state_dict()[hidden].std().item() == pytest.approx(0.001, rel=0.1)
+    assert kaiming.state_dict()[hidden].std().item() == pytest.approx((2 / fan_out) ** 0.5,
+                                                                     rel=0.1)
+    for model in (normal, kaiming):
+        assert 0 < model.final_layer.weight.std().item() < 0.002
+        assert torch.count_nonzero(model.final_layer.bias) == 0
+    with pytest.raises(ConfigError, match="MODEL.INIT_METHOD"):
+        build(cfg_path, "MODEL.INIT_METHOD", "xavier", is_train=True)
+
+
 def test_pretrained_star_skips_mis_shaped_tensors_with_a_warning(tmp_path, caplog):
     # E.g. initialising a 16-joint MPII model from a 17-joint COCO model with PRETRAINED_LAYERS '*'.
     path = tmp_path / "pose_coco.pth"
@@ -411,9 +430,10 @@ def test_hrnet_convention_counts_transposed_convolutions_on_their_output_grid():
 
 # --- training and experiment files --------------------------------------------------------------
 
-def test_one_training_step_changes_the_weights():
+@pytest.mark.parametrize("cfg_path", [SYNTHETIC, SYNTHETIC_RESNET])
+def test_one_training_step_changes_the_weights(cfg_path):
     torch.manual_seed(0)
-    cfg = load_config(SYNTHETIC)
+    cfg = load_config(cfg_path)
     model = build_model(cfg, is_train=True).train()
     width, height = cfg.MODEL.HEATMAP_SIZE
     before = {name: p.detach().clone() for name, p in model.named_parameters()}

@@ -14,7 +14,8 @@ from hrpose.engine.checkpoint import load_checkpoint_file
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import train, validate_model
 
-SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml"
+SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
+SYNTHETIC_RESNET_CFG = "experiments/synthetic/resnet/res18_128x96_d64x3_adam_lr2e-3.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def tiny_config(repo_root, data_root, output_root, *extra):
-    return load_config(str(repo_root / SYNTHETIC_CFG), [
+def tiny_config(repo_root, data_root, output_root, *extra, cfg_file=SYNTHETIC_CFG):
+    return load_config(str(repo_root / cfg_file), [
         "DATASET.ROOT", str(data_root),
         "TEST.COCO_BBOX_FILE",
         str(data_root / "person_detection_results" / "synthetic_val_detections.json"),
@@ -36,9 +37,10 @@ def tiny_config(repo_root, data_root, output_root, *extra):
         "TRAIN.END_EPOCH", "2", "TRAIN.LR_STEP", "[1]", "DEVICE", "cpu", *extra])
 
 
-def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path):
-    cfg = tiny_config(repo_root, tiny_data, tmp_path)
-    paths = create_run(cfg, SYNTHETIC_CFG, "train")
+@pytest.mark.parametrize("cfg_file", [SYNTHETIC_CFG, SYNTHETIC_RESNET_CFG])
+def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, cfg_file):
+    cfg = tiny_config(repo_root, tiny_data, tmp_path, cfg_file=cfg_file)
+    paths = create_run(cfg, cfg_file, "train")
     best = train(cfg, paths)
     for name in ("checkpoint.pth", "model_best.pth", "final_state.pth"):
         assert os.path.isfile(os.path.join(paths.output_dir, name)), name
@@ -48,8 +50,8 @@ def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path):
     assert checkpoint["epoch"] == 2 and checkpoint["best_perf"] == pytest.approx(best)
 
     valid_cfg = tiny_config(repo_root, tiny_data, tmp_path, "TEST.MODEL_FILE",
-                            os.path.join(paths.output_dir, "model_best.pth"))
-    assert validate_model(valid_cfg, create_run(valid_cfg, SYNTHETIC_CFG, "valid")) == best
+                            os.path.join(paths.output_dir, "model_best.pth"), cfg_file=cfg_file)
+    assert validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid")) == best
 
 
 def test_killed_run_resumes_to_the_same_weights(repo_root, tiny_data, tmp_path):
@@ -64,13 +66,15 @@ def test_killed_run_resumes_to_the_same_weights(repo_root, tiny_data, tmp_path):
 
     def final_state(root):
         return load_checkpoint_file(os.path.join(
-            str(root), "output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr1e-3",
+            str(root), "output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3",
             "checkpoint.pth"))
 
     a, b = final_state(tmp_path / "a"), final_state(tmp_path / "b")
     assert a["scheduler"]["_last_lr"] == b["scheduler"]["_last_lr"]
     for key, value in a["state_dict"].items():
-        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
+        # Same data order, optimizer state and schedule: equal up to float noise (it is exact on
+        # one machine; the margin only absorbs kernel choices).
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), rtol=0, atol=1e-6), key
 
 
 def test_valid_tool_without_a_model_says_what_is_missing(repo_root, tiny_data, tmp_path):

@@ -24,6 +24,9 @@ _C.CUDNN.ENABLED = True
 _C.MODEL = CN()
 _C.MODEL.NAME = "pose_hrnet"
 _C.MODEL.INIT_WEIGHTS = True
+# normal: N(0, 0.001) convolutions as the originals, which then load ImageNet weights; kaiming:
+# He initialisation, which trains much faster from scratch (the synthetic demo).
+_C.MODEL.INIT_METHOD = "normal"
 _C.MODEL.PRETRAINED = ""
 _C.MODEL.NUM_JOINTS = 17
 _C.MODEL.IMAGE_SIZE = [256, 256]  # [width, height]

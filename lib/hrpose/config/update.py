@@ -25,6 +25,7 @@ CHOICES: dict[str, tuple] = {
     "DATASET.DATASET": ("coco", "crowdpose", "mpii", "ochuman", "synthetic"),
     "DATASET.TEST_DATASET": ("", "coco", "crowdpose", "mpii", "ochuman", "synthetic"),
     "DATASET.COORD_CONVENTION": ("hrnet", "dark"),
+    "MODEL.INIT_METHOD": ("normal", "kaiming"),
     "TRAIN.OPTIMIZER": ("adam", "sgd"),
     "MODEL.EXTRA.STAGE2.BLOCK": ("BASIC", "BOTTLENECK"),
     "MODEL.EXTRA.STAGE3.BLOCK": ("BASIC", "BOTTLENECK"),
@@ -177,7 +178,7 @@ def load_yaml(path: str) -> dict:
     """Read an experiment YAML into a dict, with clear errors for a missing or malformed file."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: '{path}' (expected a YAML experiment file, "
-                          f"e.g. experiments/synthetic/hrnet/w16_128x96_adam_lr1e-3.yaml)")
+                          f"e.g. experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml)")
     with open(path, encoding="utf-8") as handle:
         try:
             values = yaml.safe_load(handle)

@@ -21,6 +21,7 @@ from ..evaluation.results import write_keypoint_results
 from ..postprocess.topdown import box_areas, coco_results, nms_per_image, rescore_poses
 from ..utils.transforms import transform_preds
 from .debug import save_debug_images
+from .device import IMAGE_MEMORY_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
     started = time.monotonic()
     bar = _progress(loader, f"epoch {epoch}", len(loader))
     for iteration, (images, target, target_weight, meta) in enumerate(bar):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=IMAGE_MEMORY_FORMAT)
         target = target.to(device, non_blocking=True)
         target_weight = target_weight.to(device, non_blocking=True)
         output = model(images)
@@ -104,7 +105,7 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
     total_loss, total_samples = 0.0, 0
     for iteration, (images, target, target_weight, meta) in enumerate(
             _progress(loader, "test", len(loader))):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=IMAGE_MEMORY_FORMAT)
         heatmaps = predict_heatmaps(model, images, flip_index, cfg.TEST.SHIFT_HEATMAP)
         if output_dir and iteration % cfg.PRINT_FREQ == 0:
             save_debug_images(cfg.DEBUG, os.path.join(output_dir, f"val_{iteration}"), images,

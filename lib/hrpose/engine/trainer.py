@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
                          load_state_dict_strict, save_checkpoint_atomic)
-from .device import select_device
+from .device import IMAGE_MEMORY_FORMAT, select_device
 from .run_dir import RunPaths
 from .topdown import evaluate_predictions, run_inference, train_one_epoch
 
@@ -90,6 +91,11 @@ def _resume(cfg, paths, model, optimizer, scheduler) -> tuple[int, float, int]:
     return checkpoint["epoch"], checkpoint["best_perf"], checkpoint.get("global_step", 0)
 
 
+def summary_name(name: str) -> str:
+    """A metric name as TensorBoard accepts it without a warning: 'AP (M)' -> 'AP_M'."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", name).strip("_")
+
+
 def _validate(cfg, model, loader, device, criterion, output_dir, writer=None, step=0) -> float:
     predictions = run_inference(cfg, model, loader, device, criterion, output_dir)
     name_values, indicator = evaluate_predictions(cfg, loader.dataset, predictions, output_dir)
@@ -97,7 +103,7 @@ def _validate(cfg, model, loader, device, criterion, output_dir, writer=None, st
     if writer is not None:
         writer.add_scalar("valid_loss", predictions["loss"], step)
         for name, value in name_values.items():
-            writer.add_scalar(f"valid/{name}", value, step)
+            writer.add_scalar(f"valid/{summary_name(name)}", value, step)
     return indicator
 
 
@@ -110,7 +116,7 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
     """
     seed_everything(cfg.SEED)
     device = select_device(cfg)
-    model = build_model(cfg, is_train=True).to(device)
+    model = build_model(cfg, is_train=True).to(device, memory_format=IMAGE_MEMORY_FORMAT)
     criterion = build_topdown_loss(cfg).to(device)
     train_set = build_topdown_dataset(cfg, is_train=True)
     valid_set = build_topdown_dataset(cfg, is_train=False)
@@ -129,6 +135,9 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
     try:
         for epoch in range(begin_epoch, cfg.TRAIN.END_EPOCH):
             train_set.set_epoch(epoch)
+            # The shuffle order (and worker seeds) of an epoch depend on (SEED, epoch) only, so a
+            # resumed run sees the batches the uninterrupted run would have.
+            train_loader.generator.manual_seed(cfg.SEED * 100_003 + epoch)
             writer.add_scalar("learning_rate", optimizer.param_groups[0]["lr"], epoch)
             _, global_step = train_one_epoch(model, train_loader, criterion, optimizer, device,
                                              epoch, cfg.PRINT_FREQ, writer, global_step,
@@ -169,7 +178,7 @@ def validate_model(cfg: CfgNode, paths: RunPaths) -> float:
         raise CheckpointError(f"no model to evaluate: TEST.MODEL_FILE is empty and '{model_file}' "
                               f"does not exist (train first, or pass TEST.MODEL_FILE path.pth)")
     load_model_weights(model, model_file)
-    model.to(device)
+    model.to(device, memory_format=IMAGE_MEMORY_FORMAT)
     valid_set = build_topdown_dataset(cfg, is_train=False)
     loader = make_loader(cfg, valid_set, False, device)
     criterion = build_topdown_loss(cfg).to(device)

@@ -37,6 +37,6 @@ def build_model(cfg: CfgNode, is_train: bool) -> nn.Module:
                           f"{', '.join(sorted(MODEL_BUILDERS))}") from None
     model = builder(cfg)
     if is_train and cfg.MODEL.INIT_WEIGHTS:
-        model.init_weights(cfg.MODEL.PRETRAINED)
+        model.init_weights(cfg.MODEL.PRETRAINED, cfg.MODEL.INIT_METHOD)
     logger.debug("built %s (%s)", name, type(model).__name__)
     return model

@@ -29,6 +29,36 @@ def normal_init_(module: nn.Module, std: float = INIT_STD) -> None:
             nn.init.zeros_(layer.bias)
 
 
+def kaiming_init_(module: nn.Module, output_std: float = INIT_STD) -> None:
+    """He-normal (fan-out) convolutions without bias, unit BatchNorms; a convolution with a bias
+    is an output layer (every hidden one feeds a BatchNorm) and starts at N(0, output_std), zero bias.
+
+    With BatchNorm after every hidden convolution, Adam's steps of about LR are relative changes of
+    LR / weight scale: at N(0, 0.001) that is a full rewrite per step, which pretrained weights
+    hide but training from scratch does not. Output layers start near zero so the first heatmaps
+    are flat, as the originals' are.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            if layer.bias is None:
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.normal_(layer.weight, std=output_std)
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
+INIT_METHODS: dict[str, Callable[[nn.Module], None]] = {"normal": normal_init_,
+                                                         "kaiming": kaiming_init_}
+
+
+def initialize_(module: nn.Module, method: str = "normal") -> None:
+    """Initialise module in place by the named method (MODEL.INIT_METHOD)."""
+    INIT_METHODS[method](module)
+
+
 def top_level_whitelist(layer_names: Iterable[str]) -> Callable[[str], bool]:
     """A key filter: keep keys whose first dotted component is listed; '*' first keeps everything."""
     names = list(layer_names)

@@ -12,7 +12,7 @@ from ...config import ConfigError
 
 from ..blocks import BLOCKS_BY_NAME, BN_MOMENTUM, Bottleneck, ResidualBlock, conv1x1, conv3x3, make_layer
 from ..heads.heatmap import heatmap_conv
-from ..weights import load_pretrained_weights, normal_init_, top_level_whitelist
+from ..weights import initialize_, load_pretrained_weights, top_level_whitelist
 
 STEM_CHANNELS = 64
 
@@ -269,10 +269,10 @@ class HighResolutionNet(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         return self.forward_features(x)
 
-    def init_weights(self, pretrained: str = "") -> None:
-        """N(0, 0.001) convolutions and unit BatchNorms, then, if a path is given, the tensors of
+    def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
+        """Initialise by method (MODEL.INIT_METHOD), then, if a path is given, load the tensors of
         that file whose top-level name is in pretrained_layers ('*' first: all of them)."""
-        normal_init_(self)
+        initialize_(self, method)
         if pretrained:
             load_pretrained_weights(self, pretrained, top_level_whitelist(self.pretrained_layers))
 

@@ -12,7 +12,7 @@ from ...config import ConfigError
 from ..blocks import BN_MOMENTUM, BasicBlock, Bottleneck, ResidualBlock, make_layer
 from ..heads.deconv import make_deconv_layers
 from ..heads.heatmap import heatmap_conv
-from ..weights import load_pretrained_weights, normal_init_
+from ..weights import initialize_, load_pretrained_weights
 
 # MODEL.EXTRA.NUM_LAYERS -> (block, blocks per stage), as in He et al. 2016.
 RESNET_SPECS: dict[int, tuple[ResidualBlock, tuple[int, int, int, int]]] = {
@@ -80,10 +80,10 @@ class PoseResNet(ResNet):
     def forward(self, x: Tensor) -> Tensor:
         return self.final_layer(self.deconv_layers(self.forward_features(x)))
 
-    def init_weights(self, pretrained: str = "") -> None:
-        """N(0, 0.001) convolutions and unit BatchNorms, then, if a path is given, every tensor of
-        that (ImageNet) file except the classifier fc.*, so only the head keeps the initialisation."""
-        normal_init_(self)
+    def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
+        """Initialise by method (MODEL.INIT_METHOD), then, if a path is given, load the tensors of
+        that (ImageNet) file except the classifier fc.*, so only the head keeps its initialisation."""
+        initialize_(self, method)
         if pretrained:
             load_pretrained_weights(self, pretrained,
                                     keep=lambda key: not key.startswith(CLASSIFIER_PREFIX))
