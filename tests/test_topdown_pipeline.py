@@ -37,9 +37,15 @@ def tiny_config(repo_root, data_root, output_root, *extra, cfg_file=SYNTHETIC_CF
         "TRAIN.END_EPOCH", "2", "TRAIN.LR_STEP", "[1]", "DEVICE", "cpu", *extra])
 
 
-@pytest.mark.parametrize("cfg_file", [SYNTHETIC_CFG, SYNTHETIC_RESNET_CFG])
-def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, cfg_file):
-    cfg = tiny_config(repo_root, tiny_data, tmp_path, cfg_file=cfg_file)
+DARK_OPTS = ("MODEL.TARGET_ENCODING", "unbiased", "TEST.DECODER", "dark", "TEST.BLUR_KERNEL", "3",
+             "DATASET.COORD_CONVENTION", "dark", "TEST.SHIFT_HEATMAP", "False")
+
+
+@pytest.mark.parametrize("cfg_file, opts", [(SYNTHETIC_CFG, ()), (SYNTHETIC_RESNET_CFG, ()),
+                                            (SYNTHETIC_CFG, DARK_OPTS)],
+                         ids=["hrnet", "simplebaseline", "hrnet-dark"])
+def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, cfg_file, opts):
+    cfg = tiny_config(repo_root, tiny_data, tmp_path, *opts, cfg_file=cfg_file)
     paths = create_run(cfg, cfg_file, "train")
     best = train(cfg, paths)
     for name in ("checkpoint.pth", "model_best.pth", "final_state.pth"):
@@ -50,7 +56,8 @@ def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, c
     assert checkpoint["epoch"] == 2 and checkpoint["best_perf"] == pytest.approx(best)
 
     valid_cfg = tiny_config(repo_root, tiny_data, tmp_path, "TEST.MODEL_FILE",
-                            os.path.join(paths.output_dir, "model_best.pth"), cfg_file=cfg_file)
+                            os.path.join(paths.output_dir, "model_best.pth"), *opts,
+                            cfg_file=cfg_file)
     assert validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid")) == best
 
 

@@ -32,6 +32,8 @@ _C.MODEL.NUM_JOINTS = 17
 _C.MODEL.IMAGE_SIZE = [256, 256]  # [width, height]
 _C.MODEL.HEATMAP_SIZE = [64, 64]  # [width, height]
 _C.MODEL.SIGMA = 2.0
+# standard: HRNet's Gaussian at the rounded pixel; unbiased: DARK's at the sub-pixel position.
+_C.MODEL.TARGET_ENCODING = "standard"
 # Filled from config/model_extras.py according to MODEL.NAME before a YAML is merged.
 _C.MODEL.EXTRA = CN()
 
@@ -78,6 +80,10 @@ _C.TEST.BATCH_SIZE_PER_GPU = 32
 _C.TEST.FLIP_TEST = False
 _C.TEST.POST_PROCESS = False
 _C.TEST.SHIFT_HEATMAP = False
+# standard: argmax + quarter offset (POST_PROCESS); dark: blur, log, Taylor step (DARK).
+_C.TEST.DECODER = "standard"
+# Odd size of the DARK decoder's Gaussian blur (11 at 256x192, 3 at 128x96 in DARK's YAMLs).
+_C.TEST.BLUR_KERNEL = 11
 _C.TEST.USE_GT_BBOX = False
 _C.TEST.IMAGE_THRE = 0.1
 _C.TEST.SOFT_NMS = False

@@ -26,6 +26,8 @@ CHOICES: dict[str, tuple] = {
     "DATASET.TEST_DATASET": ("", "coco", "crowdpose", "mpii", "ochuman", "synthetic"),
     "DATASET.COORD_CONVENTION": ("hrnet", "dark"),
     "MODEL.INIT_METHOD": ("normal", "kaiming"),
+    "MODEL.TARGET_ENCODING": ("standard", "unbiased"),
+    "TEST.DECODER": ("standard", "dark"),
     "TRAIN.OPTIMIZER": ("adam", "sgd"),
     "MODEL.EXTRA.STAGE2.BLOCK": ("BASIC", "BOTTLENECK"),
     "MODEL.EXTRA.STAGE3.BLOCK": ("BASIC", "BOTTLENECK"),
@@ -81,6 +83,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "TRAIN.VAL_INTERVAL": (_positive, "a positive integer"),
     "TEST.BATCH_SIZE_PER_GPU": (_positive, "a positive integer"),
     "TEST.OKS_THRE": (_positive, "a positive number"),
+    "TEST.BLUR_KERNEL": (lambda value: value > 0 and value % 2 == 1, "a positive odd integer"),
 }
 
 # Paths that DATA_DIR prefixes when it is set and the path is relative.

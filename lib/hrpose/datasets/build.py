@@ -71,7 +71,8 @@ def build_topdown_dataset(cfg: CfgNode, is_train: bool) -> TopDownDataset:
         records, keypoint_info, cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE, cfg.MODEL.SIGMA,
         is_train, augmentation, color_rgb=cfg.DATASET.COLOR_RGB,
         convention=cfg.DATASET.COORD_CONVENTION,
-        use_joint_weights=cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT, seed=cfg.SEED)
+        use_joint_weights=cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT, seed=cfg.SEED,
+        target_encoding=cfg.MODEL.TARGET_ENCODING)
     dataset.evaluation = evaluation
     logger.info("%s %s: %d samples", name, image_set, len(records))
     return dataset

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..codecs.dark import encode_unbiased_heatmaps
 from ..codecs.heatmap import encode_gaussian_heatmaps
 from ..errors import DataFileNotFoundError
 from ..utils.transforms import (affine_transform_points, fliplr_joints, get_affine_transform,
@@ -19,6 +20,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 ROTATION_PROBABILITY = 0.6
 FLIP_PROBABILITY = 0.5
+TARGET_ENCODINGS = ("standard", "unbiased")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class TopDownDataset(Dataset):
     def __init__(self, records: list[dict], keypoint_info: KeypointInfo, image_size, heatmap_size,
                  sigma: float, is_train: bool, augmentation: Augmentation = Augmentation(),
                  color_rgb: bool = False, convention: str = "hrnet",
-                 use_joint_weights: bool = False, seed: int = 0):
+                 use_joint_weights: bool = False, seed: int = 0,
+                 target_encoding: str = "standard"):
         self.records = records
         self.keypoint_info = keypoint_info
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -69,6 +72,10 @@ class TopDownDataset(Dataset):
         self.augmentation = augmentation
         self.color_rgb = color_rgb
         self.convention = convention
+        if target_encoding not in TARGET_ENCODINGS:
+            raise ValueError(f"target_encoding must be one of {TARGET_ENCODINGS}, "
+                             f"got {target_encoding!r}")
+        self.target_encoding = target_encoding
         self.joint_weights = (np.asarray(keypoint_info.joint_weights, dtype=np.float32)
                               if use_joint_weights else None)
         self.seed = seed
@@ -123,9 +130,19 @@ class TopDownDataset(Dataset):
         visible = joints_vis > 0
         joints_in_crop = joints.copy()
         joints_in_crop[visible] = affine_transform_points(joints[visible], transform)
-        target, target_weight = encode_gaussian_heatmaps(
-            joints_in_crop, joints_vis, self.image_size, self.heatmap_size, self.sigma,
-            joint_weights=self.joint_weights)
+        if self.target_encoding == "unbiased":
+            # DARK maps the joints a second time, straight to sub-pixel heatmap coordinates.
+            to_heatmap = get_affine_transform(center, scale, rotation, self.heatmap_size,
+                                              self.convention)
+            joints_in_heatmap = joints.copy()
+            joints_in_heatmap[visible] = affine_transform_points(joints[visible], to_heatmap)
+            target, target_weight = encode_unbiased_heatmaps(
+                joints_in_heatmap, joints_vis, self.heatmap_size, self.sigma,
+                joint_weights=self.joint_weights)
+        else:
+            target, target_weight = encode_gaussian_heatmaps(
+                joints_in_crop, joints_vis, self.image_size, self.heatmap_size, self.sigma,
+                joint_weights=self.joint_weights)
         meta = {
             "index": index,
             "image_id": record["image_id"],

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from ..codecs.dark import decode_dark
 from ..codecs.heatmap import decode_standard, flip_back, shift_flipped_heatmaps
 from ..evaluation.coco import evaluate_coco_keypoints
 from ..evaluation.crowdpose import evaluate_crowdpose_keypoints
@@ -81,6 +82,13 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
     return total_loss / max(total_samples, 1), global_step
 
 
+def decode_heatmaps(heatmaps: torch.Tensor, test_cfg: CfgNode):
+    """Heatmap-pixel coords and confidences by the decoder TEST.DECODER names."""
+    if test_cfg.DECODER == "dark":
+        return decode_dark(heatmaps, test_cfg.BLUR_KERNEL)
+    return decode_standard(heatmaps, test_cfg.POST_PROCESS)
+
+
 def predict_heatmaps(model: nn.Module, images: torch.Tensor, flip_index: np.ndarray | None,
                      shift_heatmap: bool) -> torch.Tensor:
     """Heatmaps of a batch, averaged with those of the mirrored batch when flip_index is given."""
@@ -114,7 +122,7 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
             loss = criterion(heatmaps, target.to(device), target_weight.to(device))
             total_loss += loss.item() * images.shape[0]
             total_samples += images.shape[0]
-        coords, maxvals = decode_standard(heatmaps, cfg.TEST.POST_PROCESS)
+        coords, maxvals = decode_heatmaps(heatmaps, cfg.TEST)
         center = meta["center"].numpy().astype(np.float64)
         scale = meta["scale"].numpy().astype(np.float64)
         image_coords = transform_preds(coords.cpu().numpy().astype(np.float64), center, scale,
