@@ -26,6 +26,7 @@ demo: install
 
 bench: install
 	$(VPY) bench/bench_oks_nms.py
+	$(VPY) bench/bench_dark_decode.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info lib/hrpose/nms/_oks_nms.c lib/hrpose/nms/*.so .pytest_cache

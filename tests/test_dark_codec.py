@@ -126,3 +126,23 @@ def test_unbiased_round_trip_in_image_pixels(convention, flip):
         # pixels) to the left: why HRNet shifts flipped maps. The DARK convention is exact.
         expected[:, 0] -= scale[0] * 200 / HEATMAP_SIZE[0]
     assert np.abs(decoded - expected).max() < 0.05
+
+
+def test_windowed_decoding_equals_blurring_whole_maps():
+    # Random network-like outputs: bumps, negative values, flat zeros and spikes whose blur
+    # falls under the log floor at some stencil points (the whole-map fallback).
+    rng = np.random.default_rng(2)
+    centres = np.column_stack([rng.uniform(0, 47, 60), rng.uniform(0, 63, 60)])
+    maps = gaussian_maps(centres, sigma=1.5).double().reshape(4, 15, 64, 48)
+    maps += torch.from_numpy(rng.normal(0, 0.02, maps.shape))
+    maps[0, 0] = 0.0
+    maps[0, 1] = -torch.rand(64, 48, dtype=torch.float64)
+    maps[1, 0] = 0.0
+    maps[1, 0, 30, 20] = 1.0  # a lone spike: with kernel 3 the blur is 0 two pixels away
+    maps[1, 0, 31, 21] = 0.5
+    for kernel_size in (3, 11):
+        got = decode_dark(maps, kernel_size).coords
+        coords = decode_standard(maps, post_process=False).coords
+        log_maps = torch.log(gaussian_blur(maps, kernel_size).clamp_min(1e-10))
+        expected = taylor_refine(log_maps, coords)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)

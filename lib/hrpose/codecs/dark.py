@@ -92,6 +92,41 @@ def gaussian_blur(heatmaps: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return blurred * scale
 
 
+# The Taylor step reads the log map at these offsets from the peak: centre, x +-1, x +-2,
+# y +-1, y +-2 and the four diagonals.
+STENCIL_X = (0, 1, -1, 2, -2, 0, 0, 0, 0, 1, 1, -1, -1)
+STENCIL_Y = (0, 0, 0, 0, 0, 1, -1, 2, -2, 1, -1, 1, -1)
+STENCIL_RADIUS = 2
+
+
+def _newton_offset(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-Hess^-1 grad from log values (..., 13) in STENCIL order; returns (offset (..., 2), ok).
+
+    ok is False where the Hessian is singular or not negative definite (not a maximum); the
+    offset is zero there.
+    """
+    (centre, right, left, right2, left2, below, above, below2, above2,
+     below_right, above_right, below_left, above_left) = values.unbind(-1)
+    dx = (right - left) / 2
+    dy = (below - above) / 2
+    dxx = (right2 - 2 * centre + left2) / 4
+    dyy = (below2 - 2 * centre + above2) / 4
+    dxy = (below_right - above_right - below_left + above_left) / 4
+    det = dxx * dyy - dxy ** 2
+    ok = (det > 0) & (dxx < 0)
+    safe_det = torch.where(ok, det, torch.ones_like(det))
+    offset = torch.stack([-(dyy * dx - dxy * dy) / safe_det, -(dxx * dy - dxy * dx) / safe_det],
+                         dim=-1)
+    return torch.where(ok[..., None], offset, torch.zeros_like(offset)), ok
+
+
+def _refinable(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Peaks far enough from the border for the stencil: 1 < px < W - 2 and 1 < py < H - 2."""
+    pixel = coords.long()
+    return ((pixel[..., 0] > 1) & (pixel[..., 0] < width - 2)
+            & (pixel[..., 1] > 1) & (pixel[..., 1] < height - 2))
+
+
 def taylor_refine(log_maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """One Newton step on log maps (B, K, H, W) from integer peaks coords (B, K, 2).
 
@@ -102,35 +137,78 @@ def taylor_refine(log_maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     height, width = log_maps.shape[2:]
     if height < 5 or width < 5:
         return coords.clone()
+    inside = _refinable(coords, height, width)
     pixel = coords.long()
-    px, py = pixel[..., 0], pixel[..., 1]
-    inside = (px > 1) & (px < width - 2) & (py > 1) & (py < height - 2)
-    px, py = px.clamp(2, width - 3), py.clamp(2, height - 3)
-    # The 5-point stencil: centre, x +-1, x +-2, y +-1, y +-2, and the four diagonals.
-    offsets_x = torch.tensor([0, 1, -1, 2, -2, 0, 0, 0, 0, 1, 1, -1, -1], device=coords.device)
-    offsets_y = torch.tensor([0, 0, 0, 0, 0, 1, -1, 2, -2, 1, -1, 1, -1], device=coords.device)
-    values = gather_pixels(log_maps, px[..., None] + offsets_x, py[..., None] + offsets_y)
-    (centre, right, left, right2, left2, below, above, below2, above2,
-     below_right, above_right, below_left, above_left) = values.unbind(-1)
-    dx = (right - left) / 2
-    dy = (below - above) / 2
-    dxx = (right2 - 2 * centre + left2) / 4
-    dyy = (below2 - 2 * centre + above2) / 4
-    dxy = (below_right - above_right - below_left + above_left) / 4
-    det = dxx * dyy - dxy ** 2
-    is_maximum = inside & (det > 0) & (dxx < 0)
-    safe_det = torch.where(is_maximum, det, torch.ones_like(det))
-    offset_x = -(dyy * dx - dxy * dy) / safe_det
-    offset_y = -(dxx * dy - dxy * dx) / safe_det
-    offset = torch.stack([offset_x, offset_y], dim=-1).to(coords.dtype)
-    return coords + torch.where(is_maximum[..., None], offset, torch.zeros_like(offset))
+    px = pixel[..., 0].clamp(2, width - 3)
+    py = pixel[..., 1].clamp(2, height - 3)
+    stencil_x = torch.tensor(STENCIL_X, device=coords.device)
+    stencil_y = torch.tensor(STENCIL_Y, device=coords.device)
+    values = gather_pixels(log_maps, px[..., None] + stencil_x, py[..., None] + stencil_y)
+    offset, _ = _newton_offset(values)
+    return coords + (offset * inside[..., None]).to(coords.dtype)
+
+
+def _stencil_blur_weights(kernel_size: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(S * S, 13) weights that turn a raw window of side S = 2 (r + 2) + 1 around a peak into
+    the blurred values at the 13 stencil points (separable kernel, r = kernel_size // 2)."""
+    kernel = opencv_gaussian_kernel(kernel_size)
+    radius = kernel_size // 2
+    side = 2 * (radius + STENCIL_RADIUS) + 1
+    weights = np.zeros((side, side, len(STENCIL_X)))
+    centre = radius + STENCIL_RADIUS
+    for point, (dx, dy) in enumerate(zip(STENCIL_X, STENCIL_Y)):
+        top, left = centre + dy - radius, centre + dx - radius
+        weights[top:top + kernel_size, left:left + kernel_size, point] = np.outer(kernel, kernel)
+    return torch.as_tensor(weights.reshape(side * side, -1), dtype=dtype, device=device)
+
+
+def _blurred_stencils(maps: torch.Tensor, coords: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Unscaled blurred values (B, K, 13), float64, at the stencil around each peak.
+
+    The zero-padded blur at a pixel reads the raw map only within the kernel radius, so the
+    window of side 5 + 2r around the peak, zero outside the map, gives the whole-map numbers.
+    """
+    batch, joints, height, width = maps.shape
+    half = kernel_size // 2 + STENCIL_RADIUS
+    pixel = coords.long()
+    steps = torch.arange(-half, half + 1, device=maps.device)
+    rows = pixel[..., 1, None] + steps
+    columns = pixel[..., 0, None] + steps
+    row_ok = (rows >= 0) & (rows < height)
+    column_ok = (columns >= 0) & (columns < width)
+    index = (rows.clamp(0, height - 1)[..., :, None] * width
+             + columns.clamp(0, width - 1)[..., None, :]).flatten(2)
+    window = maps.flatten(2).gather(2, index).double()
+    window = window * (row_ok[..., :, None] & column_ok[..., None, :]).flatten(2)
+    return window @ _stencil_blur_weights(kernel_size, window.dtype, maps.device)
 
 
 def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult:
     """DARK decoding of maps (B, K, H, W) on their device: argmax and confidence on the raw
-    maps, then blur, log and one Taylor step. Works in float64, as the reference's blur does."""
+    maps, then blur, rescale, log and one Taylor step, in float64 as the reference's blur.
+
+    The rescale to the original maximum only shifts the log map by a constant, which the
+    derivatives do not see, unless the 1e-10 floor cuts a stencil value. So the blur is
+    evaluated on the stencil's window alone, and only maps where the floor could act (a stencil
+    value under it, or no positive maximum) go through the whole-map blur.
+    """
     coords, maxvals = get_max_preds(heatmaps)
-    maps = heatmaps.double()
-    log_maps = torch.log(gaussian_blur(maps, blur_kernel).clamp_min(LOG_FLOOR))
-    refined = taylor_refine(log_maps, coords.double())
+    height, width = heatmaps.shape[2:]
+    if height < 5 or width < 5:
+        return HeatmapDecodeResult(coords, maxvals)
+    peaks = coords.double()
+    inside = _refinable(peaks, height, width)
+    stencils = _blurred_stencils(heatmaps, peaks, blur_kernel)
+    # The blur of values <= m0 with weights summing to <= 1 stays <= m0, so the rescale factor is
+    # >= 1 and cannot lift a stencil value that was under the floor above it. (A map with no
+    # positive maximum has its peak at (0, 0), outside the refinable band.)
+    floored = inside & (stencils < LOG_FLOOR).any(dim=-1)
+    offset, _ = _newton_offset(torch.log(stencils.clamp_min(LOG_FLOOR)))
+    refined = peaks + offset * (inside & ~floored)[..., None]
+    if floored.any():
+        batch_index, joint_index = torch.nonzero(floored, as_tuple=True)
+        exact_maps = heatmaps[batch_index, joint_index][:, None].double()
+        log_maps = torch.log(gaussian_blur(exact_maps, blur_kernel).clamp_min(LOG_FLOOR))
+        exact = taylor_refine(log_maps, peaks[batch_index, joint_index][:, None])
+        refined[batch_index, joint_index] = exact[:, 0]
     return HeatmapDecodeResult(refined.to(coords.dtype), maxvals)
