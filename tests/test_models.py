@@ -405,6 +405,15 @@ def test_eval_build_ignores_pretrained_and_unknown_name_is_named():
     (R50_256, 34.0e6, 5.43, 8.9, 0.02),
     (R101_256, 53.0e6, None, 12.4, 0.02),
     (R152_256, 68.6e6, None, 15.7, 0.02),
+    # DARK's 128x96 rows (HRNet: the exact hook count of topdown.md 2.6; its README rounds).
+    (str(EXPERIMENTS / "coco/hrnet/w32_128x96_adam_lr1e-3.yaml"), 28.5e6, None, 1.78, 0.01),
+    (str(EXPERIMENTS / "coco/hrnet/w48_128x96_adam_lr1e-3.yaml"), 63.6e6, None, 3.65, 0.01),
+    (str(EXPERIMENTS / "coco/resnet/res50_128x96_d256x3_adam_lr1e-3.yaml"), 34.0e6, None, 2.3,
+     0.025),
+    (str(EXPERIMENTS / "coco/resnet/res101_128x96_d256x3_adam_lr1e-3.yaml"), 53.0e6, None, 3.1,
+     0.02),
+    (str(EXPERIMENTS / "coco/resnet/res152_128x96_d256x3_adam_lr1e-3.yaml"), 68.6e6, None, 3.9,
+     0.02),
 ])
 def test_complexity_matches_the_published_table(cfg_path, params, true_gmacs, paper_gflops,
                                                 tolerance):
