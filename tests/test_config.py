@@ -56,7 +56,7 @@ def test_data_dir_prefixes_relative_paths():
 
 @pytest.mark.parametrize("text, fragments", [
     ("TRAIN:\n  LRR: 0.1\n", ["TRAIN.LRR", "exp.yaml", "did you mean 'TRAIN.LR'"]),
-    ("TRAIN:\n  OPTIMIZER: rmsprop\n", ["TRAIN.OPTIMIZER", "exp.yaml", "'adam', 'sgd'"]),
+    ("TRAIN:\n  OPTIMIZER: rmsprop\n", ["TRAIN.OPTIMIZER", "exp.yaml", "'adam', 'adamw', 'sgd'"]),
     ("TRAIN:\n  LR: fast\n", ["TRAIN.LR", "exp.yaml", "float"]),
     ("TRAIN:\n  LR: -1.0\n", ["TRAIN.LR", "positive"]),
     ("MODEL:\n  IMAGE_SIZE: [192]\n", ["MODEL.IMAGE_SIZE", "[width, height]"]),

@@ -463,10 +463,13 @@ def test_one_training_step_changes_the_weights(cfg_path):
 def test_every_experiment_file_loads(cfg_path):
     cfg = load_config(str(REPO_ROOT / cfg_path))
     assert cfg.is_frozen()
-    if cfg.MODEL.NAME in ("pose_hrnet", "pose_resnet"):
+    if cfg.MODEL.NAME in ("pose_hrnet", "pose_resnet", "pose_hourglass"):
         width, height = cfg.MODEL.IMAGE_SIZE
         with torch.device("meta"):
             heatmaps = meta_model(str(REPO_ROOT / cfg_path))(torch.zeros(1, 3, height, width))
+        if cfg.MODEL.NAME == "pose_hourglass":  # one heatmap tensor per stack, the last one final
+            assert len(heatmaps) == cfg.MODEL.EXTRA.NUM_STACKS
+            heatmaps = heatmaps[-1]
         assert heatmaps.shape == (1, cfg.MODEL.NUM_JOINTS, *reversed(cfg.MODEL.HEATMAP_SIZE))
 
 

@@ -1,4 +1,4 @@
-"""Evaluate a pose model: python tools/valid.py --cfg FILE [TEST.MODEL_FILE path] [KEY VALUE ...]."""
+"""Evaluate a pose model: python tools/valid.py --cfg FILE [--fuse-conv-bn] [KEY VALUE ...]."""
 
 import argparse
 
@@ -9,10 +9,12 @@ from hrpose.engine.trainer import validate_model
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fuse-conv-bn", action="store_true",
+                        help="fold BatchNorm into the convolutions before testing (faster)")
     add_config_arguments(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
-    validate_model(cfg, create_run(cfg, args.cfg, "valid"))
+    validate_model(cfg, create_run(cfg, args.cfg, "valid"), fuse_batch_norm=args.fuse_conv_bn)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,12 @@ _C.TRAIN.LR_FACTOR = 0.1
 _C.TRAIN.LR_STEP = [90, 110]
 _C.TRAIN.LR = 0.001
 _C.TRAIN.OPTIMIZER = "adam"
+# multistep: x LR_FACTOR at each LR_STEP epoch; cosine: down to MIN_LR_RATIO x LR at END_EPOCH.
+_C.TRAIN.LR_SCHEDULER = "multistep"
+_C.TRAIN.MIN_LR_RATIO = 0.01
+# Linear warm-up over the first WARMUP_ITERS iterations, from WARMUP_RATIO x the scheduled rate.
+_C.TRAIN.WARMUP_ITERS = 0
+_C.TRAIN.WARMUP_RATIO = 0.001
 _C.TRAIN.MOMENTUM = 0.9
 _C.TRAIN.WD = 0.0001
 _C.TRAIN.NESTEROV = False

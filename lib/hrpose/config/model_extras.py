@@ -44,9 +44,19 @@ def _pose_resnet_extra() -> CN:
     return extra
 
 
+def _pose_hourglass_extra() -> CN:
+    """DARK's stacked hourglass: four stacks of 256 features, one residual unit per position."""
+    extra = CN()
+    extra.NUM_FEATURES = 256
+    extra.NUM_STACKS = 4
+    extra.NUM_BLOCKS = 1
+    return extra
+
+
 MODEL_EXTRAS = {
     "pose_hrnet": _pose_hrnet_extra,
     "pose_resnet": _pose_resnet_extra,
+    "pose_hourglass": _pose_hourglass_extra,
 }
 
 

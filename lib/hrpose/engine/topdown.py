@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -46,8 +47,12 @@ def _loss(criterion: nn.Module, output, target, target_weight) -> torch.Tensor:
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, device: torch.device,
                     epoch: int, print_freq: int, writer=None, global_step: int = 0,
-                    debug: CfgNode | None = None, output_dir: str = "") -> tuple[float, int]:
-    """One pass over loader; returns the mean loss and the updated global step."""
+                    debug: CfgNode | None = None, output_dir: str = "",
+                    learning_rate: Callable[[int], float] | None = None) -> tuple[float, int]:
+    """One pass over loader; returns the mean loss and the updated global step.
+
+    learning_rate(global_step), when given, sets the optimizer's rate before every step.
+    """
     model.train()
     total_loss, total_samples = 0.0, 0
     started = time.monotonic()
@@ -62,6 +67,9 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration {iteration}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if learning_rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(global_step)
         optimizer.step()
 
         batch = images.shape[0]

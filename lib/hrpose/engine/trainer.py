@@ -6,7 +6,6 @@ import logging
 import os
 import random
 import re
-from collections import Counter
 
 import numpy as np
 import torch
@@ -18,9 +17,11 @@ from ..datasets.build import build_topdown_dataset
 from ..evaluation.table import log_name_value_table
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
+from ..models.fuse import fuse_conv_bn
 from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
                          load_state_dict_strict, save_checkpoint_atomic)
 from .device import IMAGE_MEMORY_FORMAT, select_device
+from .schedule import learning_rate_factor
 from .run_dir import RunPaths
 from .topdown import evaluate_predictions, run_inference, train_one_epoch
 
@@ -54,27 +55,17 @@ def make_loader(cfg: CfgNode, dataset, is_train: bool, device: torch.device) -> 
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam (no weight decay, as the originals) or SGD with momentum, weight decay, Nesterov."""
+    """Adam (no weight decay, as the originals), AdamW (decoupled TRAIN.WD, as HRNeXt) or SGD with
+    momentum, weight decay and Nesterov. The learning rate is set every iteration by the schedule."""
     if cfg.TRAIN.OPTIMIZER == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.TRAIN.LR, momentum=cfg.TRAIN.MOMENTUM,
                                weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)
+    if cfg.TRAIN.OPTIMIZER == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.TRAIN.LR, weight_decay=cfg.TRAIN.WD)
     return torch.optim.Adam(model.parameters(), lr=cfg.TRAIN.LR)
 
 
-def _scheduler_state(scheduler) -> dict:
-    state = scheduler.state_dict()
-    # MultiStepLR keeps a Counter, which weights_only loading refuses; store a plain dict.
-    state["milestones"] = dict(state["milestones"])
-    return state
-
-
-def _load_scheduler_state(scheduler, state: dict) -> None:
-    state = dict(state)
-    state["milestones"] = Counter(state["milestones"])
-    scheduler.load_state_dict(state)
-
-
-def _resume(cfg, paths, model, optimizer, scheduler) -> tuple[int, float, int]:
+def _resume(cfg, paths, model, optimizer) -> tuple[int, float, int]:
     """Restore a killed run from checkpoint.pth; returns (next epoch, best indicator, global step)."""
     path = os.path.join(paths.output_dir, CHECKPOINT_NAME)
     if not (cfg.AUTO_RESUME and os.path.isfile(path)):
@@ -85,7 +76,6 @@ def _resume(cfg, paths, model, optimizer, scheduler) -> tuple[int, float, int]:
                               f"not {cfg.MODEL.NAME!r}; delete it or set AUTO_RESUME False")
     load_state_dict_strict(model, checkpoint["state_dict"], source=f"checkpoint '{path}'")
     optimizer.load_state_dict(checkpoint["optimizer"])
-    _load_scheduler_state(scheduler, checkpoint["scheduler"])
     logger.info("resumed from %s at epoch %d (best indicator %.4f)", path, checkpoint["epoch"],
                 checkpoint["best_perf"])
     return checkpoint["epoch"], checkpoint["best_perf"], checkpoint.get("global_step", 0)
@@ -110,7 +100,7 @@ def _validate(cfg, model, loader, device, criterion, output_dir, writer=None, st
 def train(cfg: CfgNode, paths: RunPaths) -> float:
     """Train cfg's model on its training split, validating every TRAIN.VAL_INTERVAL epochs.
 
-    Writes checkpoint.pth after every epoch (model, optimizer, scheduler, epoch, best indicator),
+    Writes checkpoint.pth after every epoch (model, optimizer, epoch, step, best indicator),
     model_best.pth when the validation indicator does not drop, and final_state.pth at the end.
     Returns the best validation indicator (AP, or PCKh Mean for MPII).
     """
@@ -123,11 +113,15 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
     train_loader = make_loader(cfg, train_set, True, device)
     valid_loader = make_loader(cfg, valid_set, False, device)
     optimizer = build_optimizer(cfg, model)
-    # Stepped after each epoch; the originals stepped before the epoch, which on PyTorch >= 1.1
-    # moves each decay one epoch earlier than LR_STEP says.
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.TRAIN.LR_STEP),
-                                                     cfg.TRAIN.LR_FACTOR)
-    begin_epoch, best_perf, global_step = _resume(cfg, paths, model, optimizer, scheduler)
+    iterations_per_epoch = len(train_loader)
+
+    # The rate is a function of the iteration, so a resumed run needs no scheduler state. Decays
+    # start at epoch LR_STEP[i] as LR_STEP says; the originals stepped MultiStepLR before each
+    # epoch, which on PyTorch >= 1.1 moves every decay one epoch earlier.
+    def learning_rate(iteration: int) -> float:
+        return cfg.TRAIN.LR * learning_rate_factor(cfg.TRAIN, iteration, iterations_per_epoch)
+
+    begin_epoch, best_perf, global_step = _resume(cfg, paths, model, optimizer)
     logger.info("training %s on %s for epochs %d..%d on %s", cfg.MODEL.NAME,
                 cfg.DATASET.DATASET, begin_epoch, cfg.TRAIN.END_EPOCH - 1, device)
 
@@ -138,11 +132,10 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
             # The shuffle order (and worker seeds) of an epoch depend on (SEED, epoch) only, so a
             # resumed run sees the batches the uninterrupted run would have.
             train_loader.generator.manual_seed(cfg.SEED * 100_003 + epoch)
-            writer.add_scalar("learning_rate", optimizer.param_groups[0]["lr"], epoch)
+            writer.add_scalar("learning_rate", learning_rate(global_step), epoch)
             _, global_step = train_one_epoch(model, train_loader, criterion, optimizer, device,
                                              epoch, cfg.PRINT_FREQ, writer, global_step,
-                                             cfg.DEBUG, paths.output_dir)
-            scheduler.step()
+                                             cfg.DEBUG, paths.output_dir, learning_rate)
             last_epoch = epoch == cfg.TRAIN.END_EPOCH - 1
             if (epoch + 1) % cfg.TRAIN.VAL_INTERVAL == 0 or last_epoch:
                 perf = _validate(cfg, model, valid_loader, device, criterion, paths.output_dir,
@@ -157,7 +150,6 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
                 "model_name": cfg.MODEL.NAME,
                 "state_dict": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "scheduler": _scheduler_state(scheduler),
                 "best_perf": float(best_perf),
                 "global_step": global_step,
             }, os.path.join(paths.output_dir, CHECKPOINT_NAME))
@@ -169,8 +161,9 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
     return best_perf
 
 
-def validate_model(cfg: CfgNode, paths: RunPaths) -> float:
-    """Evaluate TEST.MODEL_FILE (or the run's final_state.pth) on the test split."""
+def validate_model(cfg: CfgNode, paths: RunPaths, fuse_batch_norm: bool = False) -> float:
+    """Evaluate TEST.MODEL_FILE (or the run's final_state.pth) on the test split, optionally with
+    BatchNorm folded into the convolutions (same numbers, faster)."""
     device = select_device(cfg)
     model = build_model(cfg, is_train=False)
     model_file = cfg.TEST.MODEL_FILE or os.path.join(paths.output_dir, FINAL_MODEL_NAME)
@@ -178,6 +171,8 @@ def validate_model(cfg: CfgNode, paths: RunPaths) -> float:
         raise CheckpointError(f"no model to evaluate: TEST.MODEL_FILE is empty and '{model_file}' "
                               f"does not exist (train first, or pass TEST.MODEL_FILE path.pth)")
     load_model_weights(model, model_file)
+    if fuse_batch_norm:
+        model = fuse_conv_bn(model)
     model.to(device, memory_format=IMAGE_MEMORY_FORMAT)
     valid_set = build_topdown_dataset(cfg, is_train=False)
     loader = make_loader(cfg, valid_set, False, device)

@@ -124,6 +124,7 @@ FLOP_CONVENTIONS: dict[str, FlopConvention] = {
 CONVENTION_BY_MODEL: dict[str, str] = {
     "pose_hrnet": "hrnet_repo",
     "pose_resnet": "hrnet_repo",
+    "pose_hourglass": "hrnet_repo",  # DARK's hourglass, measured with DARK's copy of that tool
 }
 
 

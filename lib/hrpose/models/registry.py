@@ -9,6 +9,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from ..config import ConfigError
+from .backbones.hourglass import pose_hourglass
 from .backbones.hrnet import pose_hrnet
 from .backbones.resnet import pose_resnet
 
@@ -20,6 +21,7 @@ ModelBuilder = Callable[[CfgNode], nn.Module]
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "pose_hrnet": pose_hrnet,
     "pose_resnet": pose_resnet,
+    "pose_hourglass": pose_hourglass,
 }
 
 

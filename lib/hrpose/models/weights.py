@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -29,34 +29,40 @@ def normal_init_(module: nn.Module, std: float = INIT_STD) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def kaiming_init_(module: nn.Module, output_std: float = INIT_STD) -> None:
-    """He-normal (fan-out) convolutions without bias, unit BatchNorms; a convolution with a bias
-    is an output layer (every hidden one feeds a BatchNorm) and starts at N(0, output_std), zero bias.
+def kaiming_init_(module: nn.Module, output_layers: Sequence[nn.Module] = ()) -> None:
+    """He-normal (fan-out) convolutions with zero bias and unit BatchNorms; the output_layers (the
+    heatmap convolutions) start at N(0, 0.001) instead, so the first heatmaps are flat, as the
+    originals' are.
 
-    With BatchNorm after every hidden convolution, Adam's steps of about LR are relative changes of
+    With BatchNorm after the hidden convolutions, Adam's steps of about LR are relative changes of
     LR / weight scale: at N(0, 0.001) that is a full rewrite per step, which pretrained weights
-    hide but training from scratch does not. Output layers start near zero so the first heatmaps
-    are flat, as the originals' are.
+    hide but training from scratch does not.
     """
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            if layer.bias is None:
-                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            else:
-                nn.init.normal_(layer.weight, std=output_std)
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
         elif isinstance(layer, nn.BatchNorm2d):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
+    for layer in output_layers:
+        normal_init_(layer)
 
 
-INIT_METHODS: dict[str, Callable[[nn.Module], None]] = {"normal": normal_init_,
-                                                         "kaiming": kaiming_init_}
+INIT_METHODS = ("normal", "kaiming")
 
 
-def initialize_(module: nn.Module, method: str = "normal") -> None:
-    """Initialise module in place by the named method (MODEL.INIT_METHOD)."""
-    INIT_METHODS[method](module)
+def initialize_(module: nn.Module, method: str = "normal",
+                output_layers: Sequence[nn.Module] = ()) -> None:
+    """Initialise module in place by MODEL.INIT_METHOD: 'normal' N(0, 0.001) everywhere, as the
+    originals; 'kaiming' He-normal but for the output_layers."""
+    if method not in INIT_METHODS:
+        raise ValueError(f"unknown initialisation {method!r}; known: {', '.join(INIT_METHODS)}")
+    if method == "kaiming":
+        kaiming_init_(module, output_layers)
+    else:
+        normal_init_(module)
 
 
 def top_level_whitelist(layer_names: Iterable[str]) -> Callable[[str], bool]:

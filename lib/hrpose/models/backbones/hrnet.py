@@ -272,9 +272,13 @@ class HighResolutionNet(nn.Module):
     def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
         """Initialise by method (MODEL.INIT_METHOD), then, if a path is given, load the tensors of
         that file whose top-level name is in pretrained_layers ('*' first: all of them)."""
-        initialize_(self, method)
+        initialize_(self, method, self.output_layers())
         if pretrained:
             load_pretrained_weights(self, pretrained, top_level_whitelist(self.pretrained_layers))
+
+    def output_layers(self) -> list[nn.Module]:
+        """The layers that produce the model's outputs (none for the bare backbone)."""
+        return []
 
 
 class PoseHighResolutionNet(HighResolutionNet):
@@ -287,6 +291,9 @@ class PoseHighResolutionNet(HighResolutionNet):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.final_layer(self.forward_features(x)[0])
+
+    def output_layers(self) -> list[nn.Module]:
+        return [self.final_layer]
 
 
 def pose_hrnet(cfg: CfgNode) -> PoseHighResolutionNet:

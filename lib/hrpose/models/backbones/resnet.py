@@ -83,7 +83,7 @@ class PoseResNet(ResNet):
     def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
         """Initialise by method (MODEL.INIT_METHOD), then, if a path is given, load the tensors of
         that (ImageNet) file except the classifier fc.*, so only the head keeps its initialisation."""
-        initialize_(self, method)
+        initialize_(self, method, [self.final_layer])
         if pretrained:
             load_pretrained_weights(self, pretrained,
                                     keep=lambda key: not key.startswith(CLASSIFIER_PREFIX))
