@@ -50,6 +50,20 @@ def test_prefix_only_stripped_when_every_key_has_it():
     assert list(strip_wrapper_prefixes(state)) == ["module.a", "b"]
 
 
+def test_mmpose_backbone_and_head_prefixes_are_stripped(tmp_path):
+    source, target = TinyNet(), TinyNet()
+    torch.nn.init.normal_(source.head.weight)
+    mmpose = OrderedDict((("keypoint_head." if key.startswith("head") else "backbone.") + key, value)
+                         for key, value in source.state_dict().items())
+    path = tmp_path / "mmpose.pth"
+    torch.save({"meta": {"epoch": 300}, "state_dict": mmpose}, path)
+    load_model_weights(target, str(path))
+    assert torch.equal(target.head.weight, source.head.weight)
+    # Only when every key has one of them: a model with a 'backbone' attribute keeps its keys.
+    mixed = OrderedDict([("backbone.a", torch.zeros(1)), ("neck.b", torch.zeros(1))])
+    assert list(strip_wrapper_prefixes(mixed)) == ["backbone.a", "neck.b"]
+
+
 def test_training_checkpoint_nested_state_dict_is_found():
     weights = TinyNet().state_dict()
     assert list(extract_state_dict({"epoch": 3, "state_dict": weights})) == list(weights)

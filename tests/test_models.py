@@ -390,7 +390,8 @@ def test_eval_build_ignores_pretrained_and_unknown_name_is_named():
         build(W32_256, "MODEL.PRETRAINED", "missing.pth")
     cfg = get_default_config()
     cfg.MODEL.NAME = "pose_unknown"
-    with pytest.raises(ConfigError, match="pose_unknown.*pose_hrnet, pose_resnet"):
+    known = "pose_hourglass, pose_hrnet, pose_hrnext, pose_resnet"
+    with pytest.raises(ConfigError, match=f"pose_unknown.*{known}"):
         build_model(cfg, is_train=False)
 
 
@@ -463,7 +464,7 @@ def test_one_training_step_changes_the_weights(cfg_path):
 def test_every_experiment_file_loads(cfg_path):
     cfg = load_config(str(REPO_ROOT / cfg_path))
     assert cfg.is_frozen()
-    if cfg.MODEL.NAME in ("pose_hrnet", "pose_resnet", "pose_hourglass"):
+    if cfg.MODEL.NAME in ("pose_hrnet", "pose_resnet", "pose_hourglass", "pose_hrnext"):
         width, height = cfg.MODEL.IMAGE_SIZE
         with torch.device("meta"):
             heatmaps = meta_model(str(REPO_ROOT / cfg_path))(torch.zeros(1, 3, height, width))

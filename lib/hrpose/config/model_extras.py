@@ -53,10 +53,40 @@ def _pose_hourglass_extra() -> CN:
     return extra
 
 
+def _hrnext_stage(num_modules: int | None, num_blocks, num_channels, num_kernels) -> CN:
+    stage = CN()
+    if num_modules is not None:
+        stage.NUM_MODULES = num_modules
+    stage.NUM_BLOCKS = list(num_blocks)
+    stage.NUM_CHANNELS = list(num_channels)
+    # Kernel banks of each branch's dynamic convolutions; 1 makes them plain convolutions.
+    stage.NUM_KERNELS = list(num_kernels)
+    return stage
+
+
+def _pose_hrnext_extra() -> CN:
+    """HRNeXt-S (HRNeXt-B: widths 48/96/192/384 and kernel banks 8, (8,4), (8,4,2), (8,4,2,1))."""
+    extra = CN()
+    extra.FINAL_CONV_KERNEL = 1
+    # Stochastic depth, linear from 0 to this rate over the network's 18 block positions.
+    extra.DROP_PATH_RATE = 0.1
+    # Gradient checkpointing per block: less memory in training, one more forward pass per step.
+    extra.WITH_CP = False
+    # Hidden width of the dynamic inverted bottleneck, as a multiple of the branch width.
+    extra.MLP_RATIO = 4
+    # Stage 1 is one layer at the stem width, so it has no NUM_MODULES.
+    extra.STAGE1 = _hrnext_stage(None, [2], [64], [4])
+    extra.STAGE2 = _hrnext_stage(2, [2, 2], [32, 64], [4, 2])
+    extra.STAGE3 = _hrnext_stage(4, [2, 2, 2], [32, 64, 128], [4, 2, 1])
+    extra.STAGE4 = _hrnext_stage(2, [2, 2, 2, 2], [32, 64, 128, 256], [4, 2, 1, 1])
+    return extra
+
+
 MODEL_EXTRAS = {
     "pose_hrnet": _pose_hrnet_extra,
     "pose_resnet": _pose_resnet_extra,
     "pose_hourglass": _pose_hourglass_extra,
+    "pose_hrnext": _pose_hrnext_extra,
 }
 
 

@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 # Prefixes that wrappers add to every key: DataParallel/DDP ("module.") and the
 # nn.Sequential(normalisation, model) wrapper some released bottom-up checkpoints came from ("1.").
 WRAPPER_PREFIXES = ("module.", "1.")
+# MMPose top-down checkpoints (HRNeXt's) keep the trunk under 'backbone.' and the head under
+# 'keypoint_head.'; our models hold both at the top level.
+MMPOSE_PREFIXES = ("backbone.", "keypoint_head.")
 
 # Keys under which training checkpoints nest their weights.
 NESTED_STATE_KEYS = ("state_dict", "model", "best_state_dict")
@@ -55,7 +58,8 @@ def extract_state_dict(checkpoint: Any, source: str = "checkpoint") -> "OrderedD
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """Remove a 'module.' or '1.' prefix when every key carries it (repeatedly, e.g. 'module.1.')."""
+    """Remove a 'module.' or '1.' prefix when every key carries it (repeatedly, e.g. 'module.1.'),
+    then MMPose's 'backbone.' / 'keypoint_head.' when every key carries one of them."""
     result = OrderedDict(state_dict)
     changed = True
     while changed and result:
@@ -64,6 +68,8 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDi
             if all(key.startswith(prefix) for key in result):
                 result = OrderedDict((key[len(prefix):], value) for key, value in result.items())
                 changed = True
+    if result and all(key.startswith(MMPOSE_PREFIXES) for key in result):
+        result = OrderedDict((key.split(".", 1)[1], value) for key, value in result.items())
     return result
 
 

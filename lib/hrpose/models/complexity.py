@@ -104,6 +104,18 @@ def hrnet_repo_gflops(complexity: Complexity) -> float:
     return output_grid_macs(complexity) / 2 ** 30
 
 
+def hrnext_gflops(complexity: Complexity) -> float:
+    """HRNeXt (its vendored torchstat, README "FLOPs" = multiply-adds): every convolution, the
+    per-sample dynamic ones included, / 1e9.
+
+    The dynamic convolutions are functional grouped F.conv2d calls with the batch folded into the
+    groups, invisible to forward hooks on nn.Conv2d (layer_calls), so this convention uses the
+    flop counter's total, which sees them at the aten.convolution level; that total also holds the
+    small per-sample mixing of the kernel banks (a matrix product, under 0.2 % of the total).
+    """
+    return complexity.macs / 1e9
+
+
 @dataclass(frozen=True)
 class FlopConvention:
     """How one paper's own tool turned a model into the GFLOPs figure the paper prints."""
@@ -118,6 +130,10 @@ FLOP_CONVENTIONS: dict[str, FlopConvention] = {
         name="hrnet_repo",
         description="forward hooks on conv/deconv/linear, deconv on its output grid, / 2^30",
         gflops=hrnet_repo_gflops),
+    "hrnext": FlopConvention(
+        name="hrnext",
+        description="conv multiply-adds incl. the per-sample dynamic convs (flop counter), / 1e9",
+        gflops=hrnext_gflops),
 }
 
 # MODEL.NAME -> the convention of the paper that model's experiments belong to.
@@ -125,6 +141,7 @@ CONVENTION_BY_MODEL: dict[str, str] = {
     "pose_hrnet": "hrnet_repo",
     "pose_resnet": "hrnet_repo",
     "pose_hourglass": "hrnet_repo",  # DARK's hourglass, measured with DARK's copy of that tool
+    "pose_hrnext": "hrnext",
 }
 
 

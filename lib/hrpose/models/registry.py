@@ -11,6 +11,7 @@ from yacs.config import CfgNode
 from ..config import ConfigError
 from .backbones.hourglass import pose_hourglass
 from .backbones.hrnet import pose_hrnet
+from .backbones.hrnext import pose_hrnext
 from .backbones.resnet import pose_resnet
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "pose_hrnet": pose_hrnet,
     "pose_resnet": pose_resnet,
     "pose_hourglass": pose_hourglass,
+    "pose_hrnext": pose_hrnext,
 }
 
 

@@ -38,16 +38,17 @@ def kaiming_init_(module: nn.Module, output_layers: Sequence[nn.Module] = ()) ->
     LR / weight scale: at N(0, 0.001) that is a full rewrite per step, which pretrained weights
     hide but training from scratch does not.
     """
+    outputs = {id(layer) for layer in output_layers}
     for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        if id(layer) in outputs:
+            normal_init_(layer)
+        elif isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
         elif isinstance(layer, nn.BatchNorm2d):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
-    for layer in output_layers:
-        normal_init_(layer)
 
 
 INIT_METHODS = ("normal", "kaiming")
