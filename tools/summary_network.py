@@ -8,7 +8,7 @@ import torch
 from hrpose.config import load_config
 from hrpose.engine.cli import run_cli
 from hrpose.models import build_model
-from hrpose.models.complexity import format_summary_table, summarize
+from hrpose.models.complexity import format_summary_table, network_input_size, summarize
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,9 +25,8 @@ def main() -> None:
     # Built on the meta device, the model holds no memory and its forward pass computes nothing.
     with torch.device("meta"):
         model = build_model(cfg, is_train=False)
-    width, height = cfg.MODEL.IMAGE_SIZE
     experiment = os.path.splitext(os.path.basename(args.cfg))[0]
-    row = summarize(model, cfg.MODEL.NAME, (height, width), experiment=experiment)
+    row = summarize(model, cfg.MODEL.NAME, network_input_size(cfg), experiment=experiment)
     print(format_summary_table([row]))
 
 

@@ -36,12 +36,28 @@ _C.MODEL.SIGMA = 2.0
 _C.MODEL.TARGET_ENCODING = "standard"
 # Filled from config/model_extras.py according to MODEL.NAME before a YAML is merged.
 _C.MODEL.EXTRA = CN()
+# --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
+# Whether the paradigm is top-down or bottom-up follows from MODEL.NAME (config/model_extras.py,
+# BOTTOM_UP_MODELS). Associative-embedding tags: one tag map per joint (True) or one shared map.
+_C.MODEL.TAG_PER_JOINT = True
 
 _C.LOSS = CN()
 _C.LOSS.USE_OHKM = False
 _C.LOSS.TOPK = 8
 _C.LOSS.USE_TARGET_WEIGHT = True
 _C.LOSS.USE_DIFFERENT_JOINTS_WEIGHT = False
+# --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
+# One stage per output resolution (DATASET.OUTPUT_SIZE, lowest first); every list below has
+# NUM_STAGES entries, stage k at 1/4 * 2^k of the input. Defaults: HigherHRNet-W32's recipe.
+_C.LOSS.NUM_STAGES = 2
+_C.LOSS.WITH_HEATMAPS_LOSS = [True, True]
+_C.LOSS.HEATMAPS_LOSS_FACTOR = [1.0, 1.0]
+# Also decides which stages' outputs carry tag channels (the model reads it, as the reference does).
+_C.LOSS.WITH_AE_LOSS = [True, False]
+# exp: push term exp(-d^2); max: max(0, 1 - |d|).
+_C.LOSS.AE_LOSS_TYPE = "exp"
+_C.LOSS.PUSH_LOSS_FACTOR = [0.001, 0.001]
+_C.LOSS.PULL_LOSS_FACTOR = [0.001, 0.001]
 
 _C.DATASET = CN()
 _C.DATASET.ROOT = "data/synthetic"
@@ -52,6 +68,9 @@ _C.DATASET.TEST_SET = "val"
 _C.DATASET.TEST_DATASET = ""
 _C.DATASET.TEST_ROOT = ""
 _C.DATASET.SELECT_DATA = False
+# Horizontal-flip augmentation on or off, in both paradigms. A flip, when on, happens with
+# probability 0.5: HRNet's fixed draw, and the FLIP 0.5 of every HigherHRNet experiment (which
+# wrote the probability itself; write true for it here).
 _C.DATASET.FLIP = True
 _C.DATASET.SCALE_FACTOR = 0.25
 _C.DATASET.ROT_FACTOR = 30.0
@@ -60,6 +79,31 @@ _C.DATASET.NUM_JOINTS_HALF_BODY = 8
 _C.DATASET.COLOR_RGB = False
 # Pixel-to-heatmap coordinate convention: HRNet's W/S or DARK's (W-1)/(S-1).
 _C.DATASET.COORD_CONVENTION = "hrnet"
+# --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
+# Square network input (side, pixels) and one target resolution per LOSS stage, lowest first
+# (INPUT_SIZE / 4 * 2^k). HigherHRNet's IMAGES_PER_GPU is TRAIN/TEST.BATCH_SIZE_PER_GPU.
+# Defaults: HigherHRNet-W32 512's recipe.
+_C.DATASET.INPUT_SIZE = 512
+_C.DATASET.OUTPUT_SIZE = [128, 256]
+# People per image: tag target slots in training, peaks kept per joint in testing.
+_C.DATASET.MAX_NUM_PEOPLE = 30
+# Random affine augmentation: rotation in [-MAX_ROTATION, MAX_ROTATION] degrees, scale in
+# [MIN_SCALE, MAX_SCALE) of the image's short (or long) side, shift of up to MAX_TRANSLATE / 200
+# of the crop side.
+_C.DATASET.MAX_ROTATION = 30.0
+_C.DATASET.MIN_SCALE = 0.75
+_C.DATASET.MAX_SCALE = 1.5
+_C.DATASET.SCALE_TYPE = "short"
+_C.DATASET.MAX_TRANSLATE = 40
+# Heatmap Gaussian sigma per output resolution (one per OUTPUT_SIZE entry), in output pixels; a
+# negative entry means OUTPUT_SIZE / 64, HigherHRNet's SIGMA -1.
+_C.DATASET.SIGMA = [2.0, 2.0]
+# Per-person sigma = max(box width, height) / BASE_SIZE * BASE_SIGMA (rounded up to an integer
+# with INT_SIGMA) instead of SIGMA.
+_C.DATASET.SCALE_AWARE_SIGMA = False
+_C.DATASET.BASE_SIZE = 256.0
+_C.DATASET.BASE_SIGMA = 2.0
+_C.DATASET.INT_SIGMA = False
 
 _C.TRAIN = CN()
 _C.TRAIN.LR_FACTOR = 0.1
@@ -97,6 +141,29 @@ _C.TEST.OKS_THRE = 0.5
 _C.TEST.IN_VIS_THRE = 0.0
 _C.TEST.COCO_BBOX_FILE = ""
 _C.TEST.MODEL_FILE = ""
+# --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
+# Values of the HigherHRNet experiments. Test scales (must include 1: tags are read at scale 1).
+_C.TEST.SCALE_FACTOR = [1.0]
+# Quarter-pixel shift of each found joint towards its higher neighbour; filling of missing joints
+# from the heatmaps near the person's mean tag.
+_C.TEST.ADJUST = True
+_C.TEST.REFINE = True
+# Heatmap peaks at or below DETECTION_THRESHOLD are not candidates; a candidate joins a person
+# only if the L2 tag distance is below TAG_THRESHOLD.
+_C.TEST.DETECTION_THRESHOLD = 0.1
+_C.TEST.TAG_THRESHOLD = 1.0
+# Matching cost round(tag distance) * 100 - heatmap value instead of the tag distance alone.
+_C.TEST.USE_DETECTION_VAL = True
+# Skip a joint's candidates once DATASET.MAX_NUM_PEOPLE people exist.
+_C.TEST.IGNORE_TOO_MUCH = False
+# Resize heatmaps and tags to the input resolution before grouping.
+_C.TEST.PROJECT2IMAGE = True
+# Peak finding: max-pool NMS_KERNEL x NMS_KERNEL with NMS_PADDING ((kernel - 1) / 2).
+_C.TEST.NMS_KERNEL = 5
+_C.TEST.NMS_PADDING = 2
+# Per stage (LOSS.NUM_STAGES entries): average its heatmaps in; read its tags.
+_C.TEST.WITH_HEATMAPS = [True, True]
+_C.TEST.WITH_AE = [True, False]
 
 _C.DEBUG = CN()
 _C.DEBUG.DEBUG = False

@@ -82,12 +82,44 @@ def _pose_hrnext_extra() -> CN:
     return extra
 
 
+def _pose_higher_hrnet_extra() -> CN:
+    """HigherHRNet-W32: the HRNet-W32 trunk, and one deconvolution step (4x4, 32 channels, four
+    BasicBlocks, fed the 1/4-resolution output too) to a 1/2-resolution heatmap head.
+
+    NUM_DECONVS 0 (with empty lists and LOSS.NUM_STAGES 1) leaves the plain HRNet bottom-up model
+    with only the 1/4-resolution head.
+    """
+    extra = _pose_hrnet_extra()
+    # HigherHRNet's experiments start from the whole ImageNet file ('*'): its classifier keys have
+    # no counterpart in the pose model and are skipped.
+    extra.PRETRAINED_LAYERS = ["*"]
+    extra.DECONV = CN()
+    extra.DECONV.NUM_DECONVS = 1
+    # One entry per deconvolution step.
+    extra.DECONV.NUM_CHANNELS = [32]
+    extra.DECONV.KERNEL_SIZE = [4]  # 4, 3 or 2; each step doubles the resolution
+    extra.DECONV.NUM_BASIC_BLOCKS = 4
+    # Concatenate the previous stage's output (heatmaps and tags) to the step's input features.
+    extra.DECONV.CAT_OUTPUT = [True]
+    return extra
+
+
 MODEL_EXTRAS = {
     "pose_hrnet": _pose_hrnet_extra,
     "pose_resnet": _pose_resnet_extra,
     "pose_hourglass": _pose_hourglass_extra,
     "pose_hrnext": _pose_hrnext_extra,
+    "pose_higher_hrnet": _pose_higher_hrnet_extra,
 }
+
+# Models that find every person in the whole image at once (DATASET.INPUT_SIZE / OUTPUT_SIZE,
+# LOSS.NUM_STAGES, grouping); every other MODEL.NAME is top-down (MODEL.IMAGE_SIZE, person boxes).
+BOTTOM_UP_MODELS = frozenset({"pose_higher_hrnet"})
+
+
+def is_bottom_up(model_name: str) -> bool:
+    """Whether MODEL.NAME is a bottom-up model; the paradigm follows from the name alone."""
+    return model_name in BOTTOM_UP_MODELS
 
 
 def get_model_extra(model_name: str) -> CN:

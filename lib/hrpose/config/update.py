@@ -13,7 +13,7 @@ from yacs.config import CfgNode as CN
 
 from .default import get_default_config
 from ..errors import HrposeError
-from .model_extras import MODEL_EXTRAS, get_model_extra
+from .model_extras import MODEL_EXTRAS, get_model_extra, is_bottom_up
 
 DEFAULTS_SOURCE = "in the defaults"
 COMMAND_LINE_SOURCE = "on the command line"
@@ -38,6 +38,8 @@ CHOICES: dict[str, tuple] = {
     "MODEL.EXTRA.STAGE4.FUSE_METHOD": ("SUM",),
     "MODEL.EXTRA.NUM_LAYERS": (18, 34, 50, 101, 152),
     "MODEL.EXTRA.FINAL_CONV_KERNEL": (1, 3),
+    "LOSS.AE_LOSS_TYPE": ("exp", "max"),
+    "DATASET.SCALE_TYPE": ("short", "long"),
 }
 
 
@@ -60,6 +62,31 @@ def _size_pair(value) -> bool:
 
 def _non_decreasing_ints(value) -> bool:
     return all(isinstance(v, int) and v >= 0 for v in value) and list(value) == sorted(value)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bools(value) -> bool:
+    return len(value) > 0 and all(isinstance(v, bool) for v in value)
+
+
+def _non_negative_numbers(value) -> bool:
+    return len(value) > 0 and all(_number(v) and v >= 0 for v in value)
+
+
+def _positive_ints(value) -> bool:
+    return len(value) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                  for v in value)
+
+
+def _sigmas(value) -> bool:
+    return len(value) > 0 and all(_number(v) and v != 0 for v in value)
+
+
+def _test_scales(value) -> bool:
+    return all(_number(v) and v > 0 for v in value) and 1 in value
 
 
 # Keys whose value must satisfy a predicate: (check, what the value must be).
@@ -88,7 +115,37 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "TEST.BATCH_SIZE_PER_GPU": (_positive, "a positive integer"),
     "TEST.OKS_THRE": (_positive, "a positive number"),
     "TEST.BLUR_KERNEL": (lambda value: value > 0 and value % 2 == 1, "a positive odd integer"),
+    # bottom-up
+    "DATASET.INPUT_SIZE": (lambda value: value > 0 and value % 32 == 0,
+                           "a positive multiple of 32 (the lowest HRNet branch is at 1/32)"),
+    "DATASET.OUTPUT_SIZE": (_positive_ints, "a non-empty list of positive integers"),
+    "DATASET.MAX_NUM_PEOPLE": (_positive, "a positive integer"),
+    "DATASET.MAX_ROTATION": (_non_negative, "a non-negative number of degrees"),
+    "DATASET.MIN_SCALE": (_positive, "a positive number"),
+    "DATASET.MAX_SCALE": (_positive, "a positive number"),
+    "DATASET.MAX_TRANSLATE": (_non_negative, "a non-negative integer"),
+    "DATASET.SIGMA": (_sigmas, "a non-empty list of non-zero numbers (negative: OUTPUT_SIZE / 64)"),
+    "DATASET.BASE_SIZE": (_positive, "a positive number"),
+    "DATASET.BASE_SIGMA": (_positive, "a positive number"),
+    "LOSS.NUM_STAGES": (_positive, "a positive integer"),
+    "LOSS.WITH_HEATMAPS_LOSS": (_bools, "a non-empty list of booleans"),
+    "LOSS.HEATMAPS_LOSS_FACTOR": (_non_negative_numbers, "a non-empty list of non-negative numbers"),
+    "LOSS.WITH_AE_LOSS": (_bools, "a non-empty list of booleans"),
+    "LOSS.PUSH_LOSS_FACTOR": (_non_negative_numbers, "a non-empty list of non-negative numbers"),
+    "LOSS.PULL_LOSS_FACTOR": (_non_negative_numbers, "a non-empty list of non-negative numbers"),
+    "TEST.SCALE_FACTOR": (_test_scales, "a list of positive scales that includes 1 (tags are "
+                                        "read at scale 1)"),
+    "TEST.DETECTION_THRESHOLD": (_non_negative, "a non-negative number"),
+    "TEST.TAG_THRESHOLD": (_positive, "a positive number"),
+    "TEST.NMS_KERNEL": (lambda value: value > 0 and value % 2 == 1, "a positive odd integer"),
+    "TEST.WITH_HEATMAPS": (_bools, "a non-empty list of booleans"),
+    "TEST.WITH_AE": (_bools, "a non-empty list of booleans"),
 }
+
+# Bottom-up keys with one entry per LOSS.NUM_STAGES (output resolution, lowest first).
+PER_STAGE_KEYS = ("DATASET.OUTPUT_SIZE", "DATASET.SIGMA", "LOSS.WITH_HEATMAPS_LOSS",
+                  "LOSS.HEATMAPS_LOSS_FACTOR", "LOSS.WITH_AE_LOSS", "LOSS.PUSH_LOSS_FACTOR",
+                  "LOSS.PULL_LOSS_FACTOR", "TEST.WITH_HEATMAPS", "TEST.WITH_AE")
 
 # Paths that DATA_DIR prefixes when it is set and the path is relative.
 DATA_DIR_PATHS = ("DATASET.ROOT", "DATASET.TEST_ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE", "TEST.COCO_BBOX_FILE")
@@ -227,17 +284,61 @@ def validate_config(cfg: CN, provenance: dict | None = None) -> None:
             source = provenance.get(full_key, DEFAULTS_SOURCE)
             raise ConfigError(f"config key '{full_key}' {source} has value {value!r}; "
                               f"expected {description}")
-    image_size, heatmap_size = list(cfg.MODEL.IMAGE_SIZE), list(cfg.MODEL.HEATMAP_SIZE)
-    # Both top-down families reduce the input 32 times and predict at a quarter of it.
-    if any(side % 32 for side in image_size):
-        raise ConfigError(f"MODEL.IMAGE_SIZE {image_size} {provenance.get('MODEL.IMAGE_SIZE', DEFAULTS_SOURCE)} "
-                          f"must be a multiple of 32 in both sides for {cfg.MODEL.NAME}")
-    if heatmap_size != [side // 4 for side in image_size]:
-        raise ConfigError(f"MODEL.HEATMAP_SIZE {heatmap_size} must be MODEL.IMAGE_SIZE / 4 = "
-                          f"{[side // 4 for side in image_size]} for {cfg.MODEL.NAME}")
+    if is_bottom_up(cfg.MODEL.NAME):
+        _validate_bottom_up(cfg, provenance)
+    else:
+        image_size, heatmap_size = list(cfg.MODEL.IMAGE_SIZE), list(cfg.MODEL.HEATMAP_SIZE)
+        # Both top-down families reduce the input 32 times and predict at a quarter of it.
+        if any(side % 32 for side in image_size):
+            raise ConfigError(f"MODEL.IMAGE_SIZE {image_size} {provenance.get('MODEL.IMAGE_SIZE', DEFAULTS_SOURCE)} "
+                              f"must be a multiple of 32 in both sides for {cfg.MODEL.NAME}")
+        if heatmap_size != [side // 4 for side in image_size]:
+            raise ConfigError(f"MODEL.HEATMAP_SIZE {heatmap_size} must be MODEL.IMAGE_SIZE / 4 = "
+                              f"{[side // 4 for side in image_size]} for {cfg.MODEL.NAME}")
     if cfg.TRAIN.BEGIN_EPOCH >= cfg.TRAIN.END_EPOCH:
         raise ConfigError(f"TRAIN.BEGIN_EPOCH ({cfg.TRAIN.BEGIN_EPOCH}) must be smaller than "
                           f"TRAIN.END_EPOCH ({cfg.TRAIN.END_EPOCH})")
+
+
+def _validate_bottom_up(cfg: CN, provenance: dict) -> None:
+    """Cross-key checks of a bottom-up experiment: per-stage lists, resolutions, tag stages."""
+    def where(full_key: str) -> str:
+        return provenance.get(full_key, DEFAULTS_SOURCE)
+
+    num_stages = cfg.LOSS.NUM_STAGES
+    for full_key in PER_STAGE_KEYS:
+        value = list(_lookup(cfg, full_key))
+        if len(value) != num_stages:
+            raise ConfigError(f"config key '{full_key}' {where(full_key)} has {len(value)} "
+                              f"entries {value} but LOSS.NUM_STAGES is {num_stages} "
+                              f"({where('LOSS.NUM_STAGES')}); give one per stage")
+    if cfg.MODEL.NAME == "pose_higher_hrnet":
+        num_deconvs = cfg.MODEL.EXTRA.DECONV.NUM_DECONVS
+        if num_stages != num_deconvs + 1:
+            raise ConfigError(f"config key 'LOSS.NUM_STAGES' {where('LOSS.NUM_STAGES')} is "
+                              f"{num_stages} but pose_higher_hrnet with MODEL.EXTRA.DECONV."
+                              f"NUM_DECONVS {num_deconvs} has {num_deconvs + 1} output stages")
+    input_size = cfg.DATASET.INPUT_SIZE
+    expected = [input_size // 4 * 2 ** k for k in range(num_stages)]
+    if list(cfg.DATASET.OUTPUT_SIZE) != expected:
+        raise ConfigError(f"config key 'DATASET.OUTPUT_SIZE' {where('DATASET.OUTPUT_SIZE')} is "
+                          f"{list(cfg.DATASET.OUTPUT_SIZE)}; with DATASET.INPUT_SIZE {input_size} "
+                          f"and {num_stages} stages it must be {expected} (1/4, 1/2, ... of the "
+                          f"input)")
+    if cfg.DATASET.MIN_SCALE > cfg.DATASET.MAX_SCALE:
+        raise ConfigError(f"DATASET.MIN_SCALE ({cfg.DATASET.MIN_SCALE}) must not exceed "
+                          f"DATASET.MAX_SCALE ({cfg.DATASET.MAX_SCALE})")
+    without_tags = [k for k, (read, trained) in
+                    enumerate(zip(cfg.TEST.WITH_AE, cfg.LOSS.WITH_AE_LOSS, strict=True))
+                    if read and not trained]
+    if without_tags:
+        raise ConfigError(f"config key 'TEST.WITH_AE' {where('TEST.WITH_AE')} reads tags of "
+                          f"stage(s) {without_tags}, which have none: LOSS.WITH_AE_LOSS is "
+                          f"{list(cfg.LOSS.WITH_AE_LOSS)}")
+    if cfg.TEST.NMS_PADDING != (cfg.TEST.NMS_KERNEL - 1) // 2:
+        raise ConfigError(f"config key 'TEST.NMS_PADDING' {where('TEST.NMS_PADDING')} is "
+                          f"{cfg.TEST.NMS_PADDING}; it must be (TEST.NMS_KERNEL - 1) / 2 = "
+                          f"{(cfg.TEST.NMS_KERNEL - 1) // 2} so that the pooled map keeps its size")
 
 
 def _prefix_data_dir(cfg: CN) -> None:

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..config.model_extras import is_bottom_up
+
 # Operators whose FLOPs count as multiply-adds of a convolution (also transposed) or a linear layer.
 _CONV_AND_LINEAR_OPS = frozenset({"convolution", "_convolution", "addmm", "mm"})
 
@@ -104,6 +106,12 @@ def hrnet_repo_gflops(complexity: Complexity) -> float:
     return output_grid_macs(complexity) / 2 ** 30
 
 
+def higher_hrnet_gflops(complexity: Complexity) -> float:
+    """HigherHRNet (its get_model_summary): the same output-grid hook count, / 1e9. W32 at 512:
+    46.20e9 true multiply-adds, 47.86 by this count (the 1/2-resolution deconvolution counted 4x)."""
+    return output_grid_macs(complexity) / 1e9
+
+
 def hrnext_gflops(complexity: Complexity) -> float:
     """HRNeXt (its vendored torchstat, README "FLOPs" = multiply-adds): every convolution, the
     per-sample dynamic ones included, / 1e9.
@@ -130,6 +138,10 @@ FLOP_CONVENTIONS: dict[str, FlopConvention] = {
         name="hrnet_repo",
         description="forward hooks on conv/deconv/linear, deconv on its output grid, / 2^30",
         gflops=hrnet_repo_gflops),
+    "higher_hrnet": FlopConvention(
+        name="higher_hrnet",
+        description="forward hooks on conv/deconv/linear, deconv on its output grid, / 1e9",
+        gflops=higher_hrnet_gflops),
     "hrnext": FlopConvention(
         name="hrnext",
         description="conv multiply-adds incl. the per-sample dynamic convs (flop counter), / 1e9",
@@ -142,7 +154,17 @@ CONVENTION_BY_MODEL: dict[str, str] = {
     "pose_resnet": "hrnet_repo",
     "pose_hourglass": "hrnet_repo",  # DARK's hourglass, measured with DARK's copy of that tool
     "pose_hrnext": "hrnext",
+    "pose_higher_hrnet": "higher_hrnet",
 }
+
+
+def network_input_size(cfg) -> tuple[int, int]:
+    """(height, width) of the image an experiment feeds its network: MODEL.IMAGE_SIZE (top-down
+    person crops) or the square DATASET.INPUT_SIZE (bottom-up training crops)."""
+    if is_bottom_up(cfg.MODEL.NAME):
+        return cfg.DATASET.INPUT_SIZE, cfg.DATASET.INPUT_SIZE
+    width, height = cfg.MODEL.IMAGE_SIZE
+    return height, width
 
 
 def paper_convention(model_name: str) -> FlopConvention:

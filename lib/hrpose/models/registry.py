@@ -9,6 +9,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from ..config import ConfigError
+from .backbones.higher_hrnet import pose_higher_hrnet
 from .backbones.hourglass import pose_hourglass
 from .backbones.hrnet import pose_hrnet
 from .backbones.hrnext import pose_hrnext
@@ -24,6 +25,7 @@ MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "pose_resnet": pose_resnet,
     "pose_hourglass": pose_hourglass,
     "pose_hrnext": pose_hrnext,
+    "pose_higher_hrnet": pose_higher_hrnet,
 }
 
 
