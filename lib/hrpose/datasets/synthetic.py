@@ -882,7 +882,8 @@ def draw_background(rng: np.random.Generator, height: int, width: int) -> np.nda
         if rng.random() < 0.25:
             # Limb-like strokes, so that the model does not take every thick line for a limb.
             end = center + rng.normal(0, size, 2)
-            thickness = max(1, int(rng.uniform(1, 0.15 * size)))
+            # max(): on images under ~134 px a stroke can be thinner than one pixel.
+            thickness = max(1, int(rng.uniform(1, max(1.0, 0.15 * size))))
             cv2.line(image, fixed_xy(center), fixed_xy(end), as_colour(random_colour(rng)),
                      thickness, cv2.LINE_AA, SHIFT)
         else:
