@@ -1,0 +1,396 @@
+"""Associative-embedding grouping: ideal maps, thresholds, cost, adjust, refine, parity."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from hrpose.postprocess.ae_grouping import (
+    REFERENCE_JOINT_ORDER,
+    GroupingParams,
+    adjust_poses,
+    default_joint_order,
+    group_keypoints,
+    match_by_tag,
+    matching_cost,
+    pose_scores,
+    refine_pose,
+    top_k_candidates,
+)
+
+J = 17
+
+
+def render_people(positions, person_tags, height, width, peaks=None, sigma=1.0):
+    """Ideal maps for people at integer joint positions (P, J, 2) as x, y.
+
+    Heatmaps (J, H, W): per-pixel max of Gaussians (peak ``peaks[p, j]``, default 1; a peak of
+    0 leaves the joint out). Tags (J, H, W): each pixel of joint map j carries the tag of the
+    person whose joint j is nearest (an ideal embedding).
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    num_people, num_joints = positions.shape[:2]
+    peaks = np.ones((num_people, num_joints)) if peaks is None else np.asarray(peaks, float)
+    rows, columns = np.mgrid[0:height, 0:width]
+    heatmaps = np.zeros((num_joints, height, width), dtype=np.float32)
+    tags = np.zeros((num_joints, height, width), dtype=np.float32)
+    for joint in range(num_joints):
+        nearest = np.full((height, width), np.inf)
+        for person in range(num_people):
+            x, y = positions[person, joint]
+            squared = (columns - x) ** 2 + (rows - y) ** 2
+            gaussian = peaks[person, joint] * np.exp(-squared / (2 * sigma ** 2))
+            heatmaps[joint] = np.maximum(heatmaps[joint], gaussian)
+            closer = squared < nearest
+            tags[joint][closer] = person_tags[person]
+            nearest = np.minimum(nearest, squared)
+    return heatmaps, tags
+
+
+def random_people(rng, num_people, height, width, min_separation=7):
+    """Integer positions (P, J, 2) kept min_separation apart within each joint type."""
+    positions = np.zeros((num_people, J, 2), dtype=np.int64)
+    for joint in range(J):
+        chosen = []
+        while len(chosen) < num_people:
+            candidate = rng.integers([3, 3], [width - 3, height - 3])
+            if all(np.abs(candidate - other).max() >= min_separation for other in chosen):
+                chosen.append(candidate)
+        positions[:, joint] = chosen
+    return positions
+
+
+def as_batch(heatmaps, tags):
+    return torch.from_numpy(heatmaps)[None], torch.from_numpy(tags)[None]
+
+
+def test_default_joint_order():
+    assert default_joint_order(17) == REFERENCE_JOINT_ORDER
+    assert default_joint_order(14) == (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13)
+    assert default_joint_order(12) == tuple(range(12))
+    with pytest.raises(ValueError, match="nms_kernel"):
+        GroupingParams(num_joints=17, nms_kernel=5, nms_padding=1)
+    with pytest.raises(ValueError, match="permutation"):
+        GroupingParams(num_joints=3, joint_order=(0, 1, 1))
+
+
+def test_recovers_every_person_from_ideal_maps():
+    rng = np.random.default_rng(3)
+    height, width, num_people = 56, 64, 6
+    positions = random_people(rng, num_people, height, width)
+    person_tags = rng.permutation(np.arange(num_people) * 2.0 - 5.0) + rng.uniform(-0.2, 0.2)
+    heatmaps, tags = render_people(positions, person_tags, height, width)
+    params = GroupingParams(num_joints=J, detection_threshold=0.1, nms_kernel=5, nms_padding=2,
+                            adjust=False, refine=False)
+    (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
+    assert poses.shape == (num_people, J, 4)
+    recovered = set()
+    for pose in poses:
+        person = int(np.argmin(np.abs(person_tags - pose[0, 3])))
+        recovered.add(person)
+        np.testing.assert_array_equal(pose[:, :2], positions[person])
+        np.testing.assert_array_equal(pose[:, 2], 1.0)
+        np.testing.assert_allclose(pose[:, 3], person_tags[person], rtol=0, atol=1e-6)
+    assert recovered == set(range(num_people))
+    np.testing.assert_array_equal(scores, 1.0)
+
+    # With adjust, a symmetric peak ties on both axes: -0.25 then +0.5.
+    adjusted_params = GroupingParams(num_joints=J, detection_threshold=0.1, nms_kernel=5,
+                                     nms_padding=2, adjust=True, refine=True)
+    (adjusted, _), = group_keypoints(*as_batch(heatmaps, tags), adjusted_params)
+    np.testing.assert_array_equal(adjusted[:, :, :2], poses[:, :, :2] + 0.25)
+
+
+def test_detection_threshold_drops_weak_joints():
+    positions = np.stack([np.stack([np.arange(J) * 3 + 4, np.full(J, 10)], axis=1)])
+    peaks = np.ones((1, J))
+    peaks[0, 3] = 0.08
+    heatmaps, tags = render_people(positions, [0.0], 24, 60, peaks)
+    batch = as_batch(heatmaps, tags)
+    strict = GroupingParams(num_joints=J, detection_threshold=0.1, adjust=False, refine=False)
+    (poses, scores), = group_keypoints(*batch, strict)
+    assert poses.shape[0] == 1
+    np.testing.assert_array_equal(poses[0, 3], 0.0)
+    assert np.count_nonzero(poses[0, :, 2]) == J - 1
+    assert scores[0] == pytest.approx((J - 1) / J)
+    loose = GroupingParams(num_joints=J, detection_threshold=0.05, adjust=False, refine=False)
+    (poses, scores), = group_keypoints(*batch, loose)
+    np.testing.assert_allclose(poses[0, 3, :3], [13, 10, 0.08], rtol=1e-6)
+    assert scores[0] == pytest.approx((J - 1 + 0.08) / J)
+
+
+def test_tags_farther_than_threshold_are_never_merged():
+    # Person A has the first nine joint types of the visiting order, B the other eight, so
+    # the Hungarian step would happily give B's joints to A; only the threshold separates them.
+    order = REFERENCE_JOINT_ORDER
+    positions = np.zeros((2, J, 2), dtype=np.int64)
+    positions[0, :, 0], positions[0, :, 1] = np.arange(J) * 3 + 4, 8
+    positions[1, :, 0], positions[1, :, 1] = np.arange(J) * 3 + 4, 24
+    peaks = np.zeros((2, J))
+    peaks[0, list(order[:9])] = 1.0
+    peaks[1, list(order[9:])] = 1.0
+    heatmaps, tags = render_people(positions, [0.0, 1.5], 32, 60, peaks)
+    batch = as_batch(heatmaps, tags)
+    params = GroupingParams(num_joints=J, detection_threshold=0.1, tag_threshold=1.0,
+                            adjust=False, refine=False)
+    (poses, _), = group_keypoints(*batch, params)
+    assert poses.shape[0] == 2
+    first, second = poses
+    np.testing.assert_array_equal(first[list(order[:9]), 1], 8)
+    np.testing.assert_array_equal(first[list(order[9:]), 2], 0)
+    np.testing.assert_array_equal(second[list(order[9:]), 1], 24)
+    np.testing.assert_array_equal(second[list(order[:9]), 2], 0)
+    # The same maps with a looser threshold merge into one person: the threshold is what acts.
+    loose = GroupingParams(num_joints=J, detection_threshold=0.1, tag_threshold=2.0,
+                           adjust=False, refine=False)
+    (merged, _), = group_keypoints(*batch, loose)
+    assert merged.shape[0] == 1
+
+
+def test_matching_cost_formula():
+    candidate_tags = np.array([[0.1], [0.6], [1.7], [2.5]])
+    values = np.array([0.9, 0.5, 0.3, 0.7])
+    person_tags = np.array([[0.0], [1.5]], dtype=np.float32)
+    cost, distances = matching_cost(candidate_tags, values, person_tags, use_detection_val=True)
+    expected_distances = np.array([[0.1, 1.4], [0.6, 0.9], [1.7, 0.2], [2.5, 1.0]])
+    np.testing.assert_allclose(distances, expected_distances, atol=1e-12)
+    # round(distance) * 100 - value; NumPy rounds half to even (2.5 -> 2); two padding columns.
+    expected = np.array([[0 - 0.9, 100 - 0.9, 1e10, 1e10],
+                         [100 - 0.5, 100 - 0.5, 1e10, 1e10],
+                         [200 - 0.3, 0 - 0.3, 1e10, 1e10],
+                         [200 - 0.7, 100 - 0.7, 1e10, 1e10]])
+    np.testing.assert_allclose(cost, expected, atol=1e-12)
+    plain, _ = matching_cost(candidate_tags, values, person_tags, use_detection_val=False)
+    np.testing.assert_allclose(plain[:, :2], expected_distances, atol=1e-12)
+    assert plain.shape == (4, 4)
+
+
+def _two_joint_case(use_detection_val):
+    """Joint 0: one candidate, tag 0. Joint 1: a close weak one and a farther strong one."""
+    values = np.array([[0.8, 0.0], [0.5, 0.9]], dtype=np.float32)
+    locations = np.array([[[5, 5], [0, 0]], [[10, 3], [20, 3]]])
+    tags = np.array([[[0.0], [0.0]], [[0.1], [0.3]]], dtype=np.float32)
+    params = GroupingParams(num_joints=2, detection_threshold=0.1,
+                            use_detection_val=use_detection_val)
+    return match_by_tag(values, locations, tags, params)
+
+
+def test_detection_value_decides_between_equally_rounded_tags():
+    # Both candidates' distances round to 0: the cost -value prefers the stronger one, which
+    # joins the person; the weaker one starts a person of its own.
+    poses = _two_joint_case(use_detection_val=True)
+    assert poses.shape == (2, 2, 4)
+    np.testing.assert_allclose(poses[0, 1, :3], [20, 3, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(poses[1, 1, :3], [10, 3, 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(poses[1, 0], 0)
+    # Plain distances pick the closer one instead.
+    poses = _two_joint_case(use_detection_val=False)
+    np.testing.assert_allclose(poses[0, 1, :3], [10, 3, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(poses[1, 1, :3], [20, 3, 0.9], rtol=1e-6)
+
+
+def test_equal_first_tags_collide_unless_unique_ids():
+    values = np.array([[0.9, 0.6]], dtype=np.float32)
+    locations = np.array([[[4, 4], [12, 4]]])
+    tags = np.array([[[0.5, 1.0], [0.5, 2.0]]], dtype=np.float32)
+    faithful = match_by_tag(values, locations, tags, GroupingParams(num_joints=1))
+    # The reference keys persons by tag[0]: the second candidate overwrites the first.
+    assert faithful.shape == (1, 1, 5)
+    np.testing.assert_allclose(faithful[0, 0], [12, 4, 0.6, 0.5, 2.0], rtol=1e-6)
+    fixed = match_by_tag(values, locations, tags,
+                         GroupingParams(num_joints=1, unique_person_ids=True))
+    assert fixed.shape == (2, 1, 5)
+
+
+def test_adjust_moves_a_quarter_towards_the_larger_neighbour():
+    heatmaps = np.zeros((1, 7, 7), dtype=np.float32)
+    heatmaps[0, 3, 3] = 1.0
+    heatmaps[0, 3, 4], heatmaps[0, 3, 2] = 0.6, 0.4    # right > left: x + 0.25
+    heatmaps[0, 4, 3], heatmaps[0, 2, 3] = 0.3, 0.5    # below < above: y - 0.25
+    heatmaps[0, 0, 0], heatmaps[0, 0, 1] = 0.9, 0.2    # corner peak: clamped neighbours
+    heatmaps[0, 1, 0] = 0.9
+    poses = np.array([[[3, 3, 1.0, 0.0]], [[0, 0, 0.9, 0.0]], [[5, 5, 0.0, 0.0]]], np.float32)
+    adjusted = adjust_poses(poses, heatmaps)
+    np.testing.assert_array_equal(adjusted[0, 0, :2], [3 + 0.25 + 0.5, 3 - 0.25 + 0.5])
+    # x: right 0.2 > left (itself, clamped) 0.9? no -> -0.25; y: below 0.9 > above 0.9? no.
+    np.testing.assert_array_equal(adjusted[1, 0, :2], [0.25, 0.25])
+    np.testing.assert_array_equal(adjusted[2], poses[2])    # value 0: untouched
+    np.testing.assert_array_equal(adjusted[:, :, 2:], poses[:, :, 2:])
+
+
+def test_refine_fills_a_missing_joint_from_the_tag_weighted_maximum():
+    height, width = 40, 40
+    heatmaps = np.zeros((3, height, width), dtype=np.float32)
+    tags = np.full((3, height, width), 3.0, dtype=np.float32)
+    heatmaps[0, 5, 5] = heatmaps[2, 5, 25] = 1.0
+    tags[0], tags[2] = 1.0, 1.0
+    heatmaps[1, 10, 12], heatmaps[1, 10, 13] = 0.05, 0.02    # weak joint, the person's tag
+    tags[1, 8:13, 10:15] = 1.1
+    heatmaps[1, 30, 5] = 0.09                             # stronger but another tag
+    batch = as_batch(heatmaps, tags)
+    common = dict(num_joints=3, detection_threshold=0.1)
+    (plain, plain_scores), = group_keypoints(*batch, GroupingParams(refine=False, **common))
+    (refined, scores), = group_keypoints(*batch, GroupingParams(refine=True, **common))
+    assert plain.shape == refined.shape == (1, 3, 4)
+    np.testing.assert_array_equal(plain[0, 1], 0)
+    # argmax at (row 10, col 12); right neighbour 0.02 > left 0: x + 0.25; rows tie: y - 0.25.
+    np.testing.assert_allclose(refined[0, 1, :3], [12.75, 10.25, 0.05], rtol=1e-6)
+    np.testing.assert_array_equal(refined[0, 1, 3], 0)
+    np.testing.assert_array_equal(refined[0, [0, 2]], plain[0, [0, 2]])
+    # The score is taken before refine.
+    np.testing.assert_allclose(scores, plain_scores)
+    assert scores[0] == pytest.approx(2 / 3)
+    # refine_pose alone gives the same
+    np.testing.assert_array_equal(refine_pose(plain[0], heatmaps, tags), refined[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# A straightforward re-implementation of the reference decoder, written from
+# reference/bottomup.md 5.2 as plain loops, compared with the library on random maps.
+
+
+def reference_decode(heatmaps, tags, params):
+    """heatmaps (J, H, W) float32, tags (J, H, W, D) float32 -> (poses (P, J, 3+D), scores)."""
+    num_joints, height, width = heatmaps.shape
+    tag_dim = tags.shape[3]
+    kernel, pad = params.nms_kernel, params.nms_padding
+    padded = np.pad(heatmaps, ((0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+    window_max = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel),
+                                                          axis=(1, 2)).max(axis=(3, 4))
+    suppressed = heatmaps * (window_max == heatmaps).astype(np.float32)
+    flat = suppressed.reshape(num_joints, -1)
+    order = np.argsort(-flat, axis=1, kind="stable")[:, :params.max_num_people]
+    values = np.take_along_axis(flat, order, axis=1)
+    locations = np.stack([order % width, order // width], axis=2)
+    tag_k = tags.reshape(num_joints, height * width, tag_dim)[np.arange(num_joints)[:, None],
+                                                                order]
+
+    joint_dict, tag_dict = {}, {}
+    for i in range(num_joints):
+        idx = params.visiting_order()[i]
+        candidate_tags = tag_k[idx]
+        joints = np.concatenate((locations[idx], values[idx, :, None], candidate_tags), 1)
+        mask = joints[:, 2] > params.detection_threshold
+        candidate_tags, joints = candidate_tags[mask], joints[mask]
+        if joints.shape[0] == 0:
+            continue
+        if i == 0 or len(joint_dict) == 0:
+            for tag, joint in zip(candidate_tags, joints):
+                joint_dict.setdefault(tag[0], np.zeros((num_joints, 3 + tag_dim)))[idx] = joint
+                tag_dict[tag[0]] = [tag]
+            continue
+        keys = list(joint_dict.keys())[:params.max_num_people]
+        means = [np.mean(tag_dict[key], axis=0) for key in keys]
+        if params.ignore_too_much and len(keys) == params.max_num_people:
+            continue
+        distance = np.linalg.norm(joints[:, None, 3:] - np.array(means)[None], ord=2, axis=2)
+        cost = distance.copy()
+        if params.use_detection_val:
+            cost = np.round(distance) * 100 - joints[:, 2:3]
+        if len(joints) > len(keys):
+            cost = np.concatenate((cost, np.zeros((len(joints), len(joints) - len(keys))) + 1e10),
+                                  axis=1)
+        for row, col in zip(*linear_sum_assignment(cost)):
+            if col < len(keys) and distance[row][col] < params.tag_threshold:
+                joint_dict[keys[col]][idx] = joints[row]
+                tag_dict[keys[col]].append(candidate_tags[row])
+            else:
+                key = candidate_tags[row][0]
+                joint_dict.setdefault(key, np.zeros((num_joints, 3 + tag_dim)))[idx] = joints[row]
+                tag_dict[key] = [candidate_tags[row]]
+    poses = np.array([joint_dict[key] for key in joint_dict]).astype(np.float32)
+
+    if params.adjust:
+        for pose in poses:
+            for joint_id, joint in enumerate(pose):
+                if joint[2] > 0:
+                    x, y = joint[0:2]
+                    col, row = int(x), int(y)
+                    hm = heatmaps[joint_id]
+                    x += 0.25 if hm[row, min(col + 1, width - 1)] > hm[row, max(col - 1, 0)] \
+                        else -0.25
+                    y += 0.25 if hm[min(row + 1, height - 1), col] > hm[max(row - 1, 0), col] \
+                        else -0.25
+                    pose[joint_id, 0:2] = (x + 0.5, y + 0.5)
+    scores = [pose[:, 2].mean() for pose in poses]
+
+    if params.refine:
+        for pose in poses:
+            found = []
+            for joint_id in range(num_joints):
+                if pose[joint_id, 2] > 0:
+                    x, y = pose[joint_id][:2].astype(np.int32)
+                    found.append(tags[joint_id, y, x])
+            mean_tag = np.mean(found, axis=0)
+            filled = []
+            for joint_id in range(num_joints):
+                hm = heatmaps[joint_id]
+                distance = ((tags[joint_id] - mean_tag[None, None, :]) ** 2).sum(axis=2) ** 0.5
+                y, x = np.unravel_index(np.argmax(hm - np.round(distance)), hm.shape)
+                value = hm[y, x]
+                fx = x + 0.5 + (0.25 if hm[y, min(x + 1, width - 1)] > hm[y, max(x - 1, 0)]
+                                else -0.25)
+                fy = y + 0.5 + (0.25 if hm[min(y + 1, height - 1), x] > hm[max(0, y - 1), x]
+                                else -0.25)
+                filled.append((fx, fy, value))
+            for joint_id, (fx, fy, value) in enumerate(filled):
+                if value > 0 and pose[joint_id, 2] == 0:
+                    pose[joint_id, :3] = (fx, fy, value)
+    return poses, np.array(scores, dtype=np.float32)
+
+
+@pytest.mark.parametrize("case", [
+    dict(),
+    dict(use_detection_val=False, nms_kernel=5, nms_padding=2),
+    dict(max_num_people=10, ignore_too_much=True, sparse_first_joint=True),
+    dict(max_num_people=8, detection_threshold=0.3),
+    dict(quantized_tags=True),
+    dict(tag_dim=1, adjust=False),
+])
+def test_library_equals_plain_reference_loop(case):
+    case = dict(case)
+    quantized = case.pop("quantized_tags", False)
+    tag_dim = case.pop("tag_dim", 2)
+    sparse_first_joint = case.pop("sparse_first_joint", False)
+    rng = np.random.default_rng(len(str(case)) + 7 * quantized)
+    height, width = 22, 26
+    heatmaps = rng.random((J, height, width), dtype=np.float32)
+    if sparse_first_joint:
+        # Three seeds, so that persons pass max_num_people only at a later joint type.
+        heatmaps[0] = 0
+        heatmaps[0, [3, 10, 17], [4, 12, 20]] = [0.5, 0.6, 0.7]
+    tags = rng.normal(scale=1.2, size=(J, height, width, tag_dim)).astype(np.float32)
+    if quantized:
+        # Repeated tag values exercise the reference's float person keys and ties in the cost.
+        tags = np.round(tags * 2) / 2
+    params = GroupingParams(num_joints=J, **{"detection_threshold": 0.1, **case})
+    expected_poses, expected_scores = reference_decode(heatmaps, tags, params)
+    (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
+    assert poses.shape[0] > 3
+    np.testing.assert_array_equal(poses, expected_poses)
+    np.testing.assert_array_equal(scores, expected_scores)
+
+
+def test_top_k_with_one_shared_tag_channel():
+    rng = np.random.default_rng(5)
+    heatmaps = torch.from_numpy(rng.random((2, J, 12, 14), dtype=np.float32))
+    shared = torch.from_numpy(rng.normal(size=(2, 1, 12, 14)).astype(np.float32))
+    params = GroupingParams(num_joints=J, max_num_people=5)
+    candidates = top_k_candidates(heatmaps, shared, params)
+    assert candidates.values.shape == (2, J, 5)
+    assert candidates.tags.shape == (2, J, 5, 1)
+    x, y = candidates.locations[..., 0], candidates.locations[..., 1]
+    image = np.arange(2)[:, None, None]
+    joint = np.arange(J)[None, :, None]
+    np.testing.assert_array_equal(candidates.values, heatmaps.numpy()[image, joint, y, x])
+    np.testing.assert_array_equal(candidates.tags[..., 0], shared.numpy()[image, 0, y, x])
+    assert np.all(np.diff(candidates.values, axis=2) <= 0)
+
+
+def test_empty_result_and_scores_shape():
+    heatmaps = torch.zeros(1, J, 8, 8)
+    tags = torch.zeros(1, J, 8, 8, 2)
+    (poses, scores), = group_keypoints(heatmaps, tags, GroupingParams(num_joints=J))
+    assert poses.shape == (0, J, 5) and poses.dtype == np.float32
+    assert scores.shape == (0,)
+    assert pose_scores(np.zeros((0, J, 5), np.float32)).shape == (0,)
