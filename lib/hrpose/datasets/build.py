@@ -8,6 +8,7 @@ from yacs.config import CfgNode
 
 from ..errors import DataError
 from . import coco_format, mpii
+from .bottomup import BottomUpAugmentation, BottomUpDataset
 from .metadata import get_keypoint_info
 from .selection import select_records
 from .topdown import Augmentation, TopDownDataset
@@ -75,4 +76,30 @@ def build_topdown_dataset(cfg: CfgNode, is_train: bool) -> TopDownDataset:
         target_encoding=cfg.MODEL.TARGET_ENCODING)
     dataset.evaluation = evaluation
     logger.info("%s %s: %d samples", name, image_set, len(records))
+    return dataset
+
+
+def build_bottomup_dataset(cfg: CfgNode, is_train: bool) -> BottomUpDataset:
+    """The training or test split of cfg.DATASET as whole images for a bottom-up model."""
+    name, root, image_set = split_source(cfg, is_train)
+    keypoint_info = get_keypoint_info(name)
+    if keypoint_info.num_keypoints != cfg.MODEL.NUM_JOINTS:
+        raise DataError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but dataset '{name}' has "
+                        f"{keypoint_info.num_keypoints} keypoints")
+    augmentation = BottomUpAugmentation(
+        max_rotation=cfg.DATASET.MAX_ROTATION, min_scale=cfg.DATASET.MIN_SCALE,
+        max_scale=cfg.DATASET.MAX_SCALE, scale_type=cfg.DATASET.SCALE_TYPE,
+        max_translate=cfg.DATASET.MAX_TRANSLATE,
+        flip_probability=0.5 if cfg.DATASET.FLIP else 0.0)
+    dataset = BottomUpDataset(
+        name, root, image_set, is_train, input_size=cfg.DATASET.INPUT_SIZE,
+        output_sizes=cfg.DATASET.OUTPUT_SIZE, sigma=cfg.DATASET.SIGMA,
+        max_num_people=cfg.DATASET.MAX_NUM_PEOPLE, augmentation=augmentation,
+        keypoint_info=keypoint_info, tag_per_joint=cfg.MODEL.TAG_PER_JOINT,
+        scale_aware_sigma=cfg.DATASET.SCALE_AWARE_SIGMA, base_size=cfg.DATASET.BASE_SIZE,
+        base_sigma=cfg.DATASET.BASE_SIGMA, int_sigma=cfg.DATASET.INT_SIGMA,
+        color_rgb=cfg.DATASET.COLOR_RGB, seed=cfg.SEED)
+    if not len(dataset):
+        raise DataError(f"no images {'with people ' if is_train else ''}in {name} split "
+                        f"'{image_set}' under '{root}'")
     return dataset

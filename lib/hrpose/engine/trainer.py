@@ -6,6 +6,8 @@ import logging
 import os
 import random
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -13,8 +15,10 @@ from tensorboardX import SummaryWriter
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from ..datasets.build import build_topdown_dataset
+from ..config.model_extras import is_bottom_up
+from ..datasets.build import build_bottomup_dataset, build_topdown_dataset
 from ..evaluation.table import log_name_value_table
+from ..losses.associative_embedding import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
@@ -23,7 +27,7 @@ from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weigh
 from .device import IMAGE_MEMORY_FORMAT, select_device
 from .schedule import learning_rate_factor
 from .run_dir import RunPaths
-from .topdown import evaluate_predictions, run_inference, train_one_epoch
+from . import bottomup, topdown
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +49,37 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
+class Paradigm(NamedTuple):
+    """What differs between top-down and bottom-up runs; the trainer is the same for both."""
+
+    build_dataset: Callable
+    build_loss: Callable
+    train_one_epoch: Callable
+    run_inference: Callable
+    evaluate_predictions: Callable
+
+
+TOP_DOWN = Paradigm(build_topdown_dataset, build_topdown_loss, topdown.train_one_epoch,
+                    topdown.run_inference, topdown.evaluate_predictions)
+BOTTOM_UP = Paradigm(build_bottomup_dataset, build_bottomup_loss, bottomup.train_one_epoch,
+                     bottomup.run_inference, bottomup.evaluate_predictions)
+
+
+def paradigm_of(cfg: CfgNode) -> Paradigm:
+    return BOTTOM_UP if is_bottom_up(cfg.MODEL.NAME) else TOP_DOWN
+
+
 def make_loader(cfg: CfgNode, dataset, is_train: bool, device: torch.device) -> DataLoader:
     batch_size = cfg.TRAIN.BATCH_SIZE_PER_GPU if is_train else cfg.TEST.BATCH_SIZE_PER_GPU
+    collate_fn = None
+    if not is_train and is_bottom_up(cfg.MODEL.NAME):
+        # Whole test images differ in size: one image, uncollated, per step.
+        batch_size, collate_fn = 1, bottomup.first_item
     generator = torch.Generator().manual_seed(cfg.SEED)
     return DataLoader(dataset, batch_size=batch_size, shuffle=is_train and cfg.TRAIN.SHUFFLE,
                       num_workers=cfg.WORKERS, pin_memory=cfg.PIN_MEMORY and device.type == "cuda",
                       drop_last=False, worker_init_fn=_worker_init, generator=generator,
-                      persistent_workers=False)
+                      persistent_workers=False, collate_fn=collate_fn)
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -87,11 +115,14 @@ def summary_name(name: str) -> str:
 
 
 def _validate(cfg, model, loader, device, criterion, output_dir, writer=None, step=0) -> float:
-    predictions = run_inference(cfg, model, loader, device, criterion, output_dir)
-    name_values, indicator = evaluate_predictions(cfg, loader.dataset, predictions, output_dir)
+    paradigm = paradigm_of(cfg)
+    predictions = paradigm.run_inference(cfg, model, loader, device, criterion, output_dir)
+    name_values, indicator = paradigm.evaluate_predictions(cfg, loader.dataset, predictions,
+                                                           output_dir)
     log_name_value_table(logger, name_values, cfg.MODEL.NAME)
     if writer is not None:
-        writer.add_scalar("valid_loss", predictions["loss"], step)
+        if np.isfinite(predictions["loss"]):
+            writer.add_scalar("valid_loss", predictions["loss"], step)
         for name, value in name_values.items():
             writer.add_scalar(f"valid/{summary_name(name)}", value, step)
     return indicator
@@ -105,11 +136,12 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
     Returns the best validation indicator (AP, or PCKh Mean for MPII).
     """
     seed_everything(cfg.SEED)
+    paradigm = paradigm_of(cfg)
     device = select_device(cfg)
     model = build_model(cfg, is_train=True).to(device, memory_format=IMAGE_MEMORY_FORMAT)
-    criterion = build_topdown_loss(cfg).to(device)
-    train_set = build_topdown_dataset(cfg, is_train=True)
-    valid_set = build_topdown_dataset(cfg, is_train=False)
+    criterion = paradigm.build_loss(cfg).to(device)
+    train_set = paradigm.build_dataset(cfg, is_train=True)
+    valid_set = paradigm.build_dataset(cfg, is_train=False)
     train_loader = make_loader(cfg, train_set, True, device)
     valid_loader = make_loader(cfg, valid_set, False, device)
     optimizer = build_optimizer(cfg, model)
@@ -133,9 +165,9 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
             # resumed run sees the batches the uninterrupted run would have.
             train_loader.generator.manual_seed(cfg.SEED * 100_003 + epoch)
             writer.add_scalar("learning_rate", learning_rate(global_step), epoch)
-            _, global_step = train_one_epoch(model, train_loader, criterion, optimizer, device,
-                                             epoch, cfg.PRINT_FREQ, writer, global_step,
-                                             cfg.DEBUG, paths.output_dir, learning_rate)
+            _, global_step = paradigm.train_one_epoch(
+                model, train_loader, criterion, optimizer, device, epoch, cfg.PRINT_FREQ, writer,
+                global_step, cfg.DEBUG, paths.output_dir, learning_rate)
             last_epoch = epoch == cfg.TRAIN.END_EPOCH - 1
             if (epoch + 1) % cfg.TRAIN.VAL_INTERVAL == 0 or last_epoch:
                 perf = _validate(cfg, model, valid_loader, device, criterion, paths.output_dir,
@@ -174,7 +206,8 @@ def validate_model(cfg: CfgNode, paths: RunPaths, fuse_batch_norm: bool = False)
     if fuse_batch_norm:
         model = fuse_conv_bn(model)
     model.to(device, memory_format=IMAGE_MEMORY_FORMAT)
-    valid_set = build_topdown_dataset(cfg, is_train=False)
+    paradigm = paradigm_of(cfg)
+    valid_set = paradigm.build_dataset(cfg, is_train=False)
     loader = make_loader(cfg, valid_set, False, device)
-    criterion = build_topdown_loss(cfg).to(device)
+    criterion = paradigm.build_loss(cfg).to(device)
     return _validate(cfg, model, loader, device, criterion, paths.output_dir)

@@ -1,0 +1,139 @@
+"""Bottom-up training and validation loops: one epoch of training, whole-image inference, evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from ..evaluation.coco import evaluate_coco_keypoints
+from ..evaluation.crowdpose import evaluate_crowdpose_keypoints
+from ..evaluation.results import write_keypoint_results
+from ..losses.associative_embedding import total_bottomup_loss
+from ..postprocess.ae_grouping import GroupingParams
+from ..postprocess.bottomup import BottomUpTestParams, coco_keypoint_results, infer_bottom_up
+from .device import IMAGE_MEMORY_FORMAT
+from .topdown import _progress
+
+logger = logging.getLogger(__name__)
+
+
+def _loss_terms(losses, names=("heatmaps", "push", "pull")) -> dict[str, float]:
+    """Batch means of every existing per-stage term, keyed 'heatmaps_0', 'push_0', ..."""
+    terms = {}
+    for name, per_stage in zip(names, losses):
+        for stage, loss in enumerate(per_stage):
+            if loss is not None:
+                terms[f"{name}_{stage}"] = loss.mean().item()
+    return terms
+
+
+def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, device: torch.device,
+                    epoch: int, print_freq: int, writer=None, global_step: int = 0,
+                    debug: CfgNode | None = None, output_dir: str = "",
+                    learning_rate: Callable[[int], float] | None = None) -> tuple[float, int]:
+    """One pass over a BottomUpDataset loader; returns the mean loss and the updated global step.
+
+    The signature is the top-down loop's, so the trainer drives either paradigm the same way.
+    """
+    model.train()
+    total_loss, total_samples = 0.0, 0
+    started = time.monotonic()
+    bar = _progress(loader, f"epoch {epoch}", len(loader))
+    for iteration, (images, heatmaps, masks, joints) in enumerate(bar):
+        images = images.to(device, non_blocking=True, memory_format=IMAGE_MEMORY_FORMAT)
+        heatmaps = [h.to(device, non_blocking=True) for h in heatmaps]
+        masks = [m.to(device, non_blocking=True) for m in masks]
+        joints = [j.to(device, non_blocking=True) for j in joints]
+        outputs = model(images)
+        losses = criterion(outputs, heatmaps, masks, joints)
+        loss = total_bottomup_loss(*losses)
+        if not torch.isfinite(loss):
+            bad = [name for name, value in _loss_terms(losses).items() if not np.isfinite(value)]
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration "
+                                     f"{iteration} (non-finite terms: {', '.join(bad) or 'sum'})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if learning_rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(global_step)
+        optimizer.step()
+
+        batch = images.shape[0]
+        total_loss += loss.item() * batch
+        total_samples += batch
+        global_step += 1
+        bar.set_postfix(loss=f"{loss.item():.6f}")
+        if writer is not None:
+            writer.add_scalar("train_loss", loss.item(), global_step)
+            for name, value in _loss_terms(losses).items():
+                writer.add_scalar(f"train/{name}", value, global_step)
+        if iteration % print_freq == 0 or iteration == len(loader) - 1:
+            elapsed = time.monotonic() - started
+            terms = "  ".join(f"{name} {value:.3e}" for name, value in _loss_terms(losses).items())
+            logger.info("Epoch: [%d][%d/%d]  loss %.6f (avg %.6f)  %s  %.1f images/s", epoch,
+                        iteration, len(loader), loss.item(), total_loss / total_samples, terms,
+                        total_samples / max(elapsed, 1e-9))
+    return total_loss / max(total_samples, 1), global_step
+
+
+def test_params(cfg: CfgNode, flip_index) -> tuple[BottomUpTestParams, GroupingParams]:
+    """The test-time pipeline and grouping settings of cfg (TEST, LOSS and DATASET keys)."""
+    pipeline = BottomUpTestParams(
+        input_size=cfg.DATASET.INPUT_SIZE, scale_factors=tuple(cfg.TEST.SCALE_FACTOR),
+        flip_test=cfg.TEST.FLIP_TEST,
+        flip_index=tuple(int(j) for j in flip_index) if cfg.TEST.FLIP_TEST else None,
+        project2image=cfg.TEST.PROJECT2IMAGE, heatmaps_loss=tuple(cfg.LOSS.WITH_HEATMAPS_LOSS),
+        ae_loss=tuple(cfg.LOSS.WITH_AE_LOSS), with_heatmaps=tuple(cfg.TEST.WITH_HEATMAPS),
+        with_ae=tuple(cfg.TEST.WITH_AE))
+    grouping = GroupingParams(
+        num_joints=cfg.MODEL.NUM_JOINTS, max_num_people=cfg.DATASET.MAX_NUM_PEOPLE,
+        detection_threshold=cfg.TEST.DETECTION_THRESHOLD, tag_threshold=cfg.TEST.TAG_THRESHOLD,
+        use_detection_val=cfg.TEST.USE_DETECTION_VAL, ignore_too_much=cfg.TEST.IGNORE_TOO_MUCH,
+        nms_kernel=cfg.TEST.NMS_KERNEL, nms_padding=cfg.TEST.NMS_PADDING,
+        adjust=cfg.TEST.ADJUST, refine=cfg.TEST.REFINE)
+    return pipeline, grouping
+
+
+def first_item(batch):
+    """Test items are whole images of different sizes: one per step, not collated."""
+    return batch[0]
+
+
+@torch.no_grad()
+def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
+                  criterion: nn.Module | None = None, output_dir: str = "") -> dict:
+    """COCO result entries for every image of a bottom-up test loader (one image per step)."""
+    model.eval()
+    dataset = loader.dataset
+    pipeline, grouping = test_params(cfg, dataset.flip_index)
+    results, num_images = [], 0
+    for image, meta in _progress(loader, "test", len(loader)):
+        prediction = infer_bottom_up(model, image, pipeline, grouping, device)
+        results += coco_keypoint_results(prediction.poses, prediction.scores, meta["image_id"])
+        num_images += 1
+    return {"results": results, "num_images": num_images, "loss": float("nan")}
+
+
+def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
+    """Write the split's results file and score it (COCO or CrowdPose protocol)."""
+    evaluation = dataset.evaluation
+    name, image_set = evaluation["dataset"], evaluation["image_set"]
+    results = predictions["results"]
+    results_file = os.path.join(output_dir, "results", f"keypoints_{image_set}_results.json")
+    write_keypoint_results(results, results_file)
+    if not evaluation["coco"].dataset.get("annotations"):
+        logger.info("%s has no ground truth; nothing to evaluate", evaluation["gt_file"])
+        return {"Null": 0.0}, 0.0
+    sigmas = dataset.keypoint_info.sigmas_array
+    if name == "crowdpose":
+        name_values = evaluate_crowdpose_keypoints(evaluation["gt_file"], results, sigmas)
+    else:
+        name_values = evaluate_coco_keypoints(evaluation["coco"], results, sigmas)
+    return name_values, name_values["AP"]

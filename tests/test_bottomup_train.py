@@ -1,0 +1,107 @@
+"""Bottom-up end to end on a tiny synthetic dataset: train, checkpoint, resume, validate."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from hrpose.config import load_config
+from hrpose.datasets.build import build_bottomup_dataset
+from hrpose.datasets.synthetic import generate_synthetic_dataset
+from hrpose.engine.checkpoint import load_checkpoint_file
+from hrpose.engine.run_dir import create_run
+from hrpose.engine.trainer import make_loader, train, validate_model
+from hrpose.losses.associative_embedding import build_bottomup_loss, total_bottomup_loss
+from hrpose.models import build_model
+
+BOTTOMUP_CFG = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic_bottomup")
+    generate_synthetic_dataset(str(root), num_train=6, num_val=3, seed=5, min_size=140,
+                               max_size=176)
+    return root
+
+
+def tiny_config(repo_root, data_root, output_root, *extra):
+    return load_config(str(repo_root / BOTTOMUP_CFG), [
+        "DATASET.ROOT", str(data_root),
+        "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
+        "DATASET.INPUT_SIZE", "128", "DATASET.OUTPUT_SIZE", "[32, 64]",
+        "WORKERS", "0", "TRAIN.BATCH_SIZE_PER_GPU", "3", "TRAIN.END_EPOCH", "2",
+        "TRAIN.LR_STEP", "[1]", "TRAIN.VAL_INTERVAL", "1", "DEVICE", "cpu", *extra])
+
+
+# Two epochs leave heatmaps far below the usual threshold; a low one makes the run produce poses.
+LOW_THRESHOLD = ("TEST.DETECTION_THRESHOLD", "0.001")
+
+
+def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path):
+    cfg = tiny_config(repo_root, tiny_data, tmp_path, *LOW_THRESHOLD)
+    paths = create_run(cfg, BOTTOMUP_CFG, "train")
+    best = train(cfg, paths)
+    for name in ("checkpoint.pth", "model_best.pth", "final_state.pth"):
+        assert os.path.isfile(os.path.join(paths.output_dir, name)), name
+    results_file = os.path.join(paths.output_dir, "results", "keypoints_val_results.json")
+    with open(results_file) as f:
+        results = json.load(f)
+    assert results
+    val_ids = {image["id"] for image in json.loads(
+        (tiny_data / "annotations" / "person_keypoints_val.json").read_text())["images"]}
+    for entry in results:
+        assert entry["image_id"] in val_ids and len(entry["keypoints"]) == 17 * 3
+    checkpoint = load_checkpoint_file(os.path.join(paths.output_dir, "checkpoint.pth"))
+    assert checkpoint["epoch"] == 2 and checkpoint["best_perf"] == pytest.approx(best)
+
+    valid_cfg = tiny_config(repo_root, tiny_data, tmp_path, "TEST.MODEL_FILE",
+                            os.path.join(paths.output_dir, "model_best.pth"), *LOW_THRESHOLD)
+    assert validate_model(valid_cfg, create_run(valid_cfg, BOTTOMUP_CFG, "valid")) == best
+    fused = validate_model(valid_cfg, create_run(valid_cfg, BOTTOMUP_CFG, "valid"),
+                           fuse_batch_norm=True)
+    assert fused == pytest.approx(best, abs=1e-3)
+
+
+def test_killed_run_resumes_to_the_same_weights(repo_root, tiny_data, tmp_path):
+    opts = ("TRAIN.VAL_INTERVAL", "5")
+    straight = tiny_config(repo_root, tiny_data, tmp_path / "a", *opts)
+    train(straight, create_run(straight, BOTTOMUP_CFG, "train"))
+    first_half = tiny_config(repo_root, tiny_data, tmp_path / "b", *opts, "TRAIN.END_EPOCH", "1")
+    train(first_half, create_run(first_half, BOTTOMUP_CFG, "train"))
+    resumed = tiny_config(repo_root, tiny_data, tmp_path / "b", *opts, "AUTO_RESUME", "True")
+    train(resumed, create_run(resumed, BOTTOMUP_CFG, "train"))
+
+    def final_state(root):
+        return load_checkpoint_file(os.path.join(
+            str(root), "output", "synthetic", "pose_higher_hrnet", "w16_256_adam_lr2e-3",
+            "checkpoint.pth"))
+
+    a, b = final_state(tmp_path / "a"), final_state(tmp_path / "b")
+    assert a["global_step"] == b["global_step"] == 4
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), rtol=0, atol=1e-6), key
+
+
+def test_training_steps_lower_the_loss_of_a_batch(repo_root, tiny_data, tmp_path):
+    cfg = tiny_config(repo_root, tiny_data, tmp_path)
+    torch.manual_seed(0)
+    model = build_model(cfg, is_train=True)
+    criterion = build_bottomup_loss(cfg)
+    loader = make_loader(cfg, build_bottomup_dataset(cfg, is_train=True), True,
+                         torch.device("cpu"))
+    images, heatmaps, masks, joints = next(iter(loader))
+    assert images.shape == (3, 3, 128, 128)
+    assert [h.shape[-1] for h in heatmaps] == [32, 64] and joints[0].shape[-1] == 2
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    model.train()
+    for _ in range(8):
+        loss = total_bottomup_loss(*criterion(model(images), heatmaps, masks, joints))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
