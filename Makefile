@@ -1,11 +1,13 @@
-# hrpose: `make` installs into .venv; `make test`, `make demo`, `make bench`, `make clean`.
+# hrpose: `make` installs into .venv; `make test`, `make demo`, `make demo-bottomup`, `make bench`,
+# `make clean`.
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.hrpose-installed
 DEMO_CFG := experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml
+BOTTOMUP_DEMO_CFG := experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml
 
-.PHONY: all install test demo bench clean
+.PHONY: all install test demo demo-bottomup bench clean
 
 all: install
 
@@ -23,6 +25,9 @@ test: install
 
 demo: install
 	$(VPY) tools/demo.py --cfg $(DEMO_CFG)
+
+demo-bottomup: install
+	$(VPY) tools/demo.py --cfg $(BOTTOMUP_DEMO_CFG)
 
 bench: install
 	$(VPY) bench/bench_oks_nms.py

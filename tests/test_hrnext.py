@@ -411,3 +411,20 @@ def test_experiment_files_follow_the_reference_recipe(cfg_path):
         assert (data.TRAIN_SET, data.TEST_SET, data.TEST_DATASET) == ("train2017", "val2017", "")
         assert not test.USE_GT_BBOX
         assert test.COCO_BBOX_FILE.endswith("COCO_val2017_detections_AP_H_56_person.json")
+
+
+def test_sync_batchnorm_replaces_every_batchnorm_only_in_a_multiprocess_run():
+    from hrpose.engine.device import apply_sync_batchnorm
+
+    def model():
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.LayerNorm(4),
+                             nn.Sequential(nn.BatchNorm2d(8)))
+
+    single = apply_sync_batchnorm(model(), enabled=True, processes=1)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in single.modules())
+    off = apply_sync_batchnorm(model(), enabled=False, processes=4)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in off.modules())
+    synced = apply_sync_batchnorm(model(), enabled=True, processes=2)
+    kinds = [type(m) for m in synced.modules()]
+    assert kinds.count(nn.SyncBatchNorm) == 2 and nn.BatchNorm2d not in kinds
+    assert nn.LayerNorm in kinds

@@ -36,6 +36,9 @@ _C.MODEL.SIGMA = 2.0
 _C.MODEL.TARGET_ENCODING = "standard"
 # Filled from config/model_extras.py according to MODEL.NAME before a YAML is merged.
 _C.MODEL.EXTRA = CN()
+# BatchNorm statistics over all processes of a distributed run (HRNeXt, HigherHRNet's syncbn
+# experiment); a single-process run keeps plain BatchNorm.
+_C.MODEL.SYNC_BN = False
 # --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
 # Whether the paradigm is top-down or bottom-up follows from MODEL.NAME (config/model_extras.py,
 # BOTTOM_UP_MODELS). Associative-embedding tags: one tag map per joint (True) or one shared map.

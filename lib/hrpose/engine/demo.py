@@ -29,7 +29,7 @@ def ensure_synthetic_dataset(root: str, seed: int = 0) -> None:
     logger.info("synthetic dataset written: %s", summary)
 
 
-def run_topdown_demo(cfg: CfgNode, paths: RunPaths, num_images: int = 8) -> tuple[float, list[str]]:
+def run_demo(cfg: CfgNode, paths: RunPaths, num_images: int = 8) -> tuple[float, list[str]]:
     """Train cfg on the synthetic data, then draw the final predictions on a few val images."""
     if cfg.DATASET.DATASET == "synthetic":
         ensure_synthetic_dataset(cfg.DATASET.ROOT, seed=cfg.SEED)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
+from torch import nn
 from yacs.config import CfgNode
 
 from ..config import ConfigError
 
+logger = logging.getLogger(__name__)
 
 # Channels-last convolutions run about a quarter faster on CPU (oneDNN) and no slower on GPU.
 IMAGE_MEMORY_FORMAT = torch.channels_last
@@ -25,3 +29,21 @@ def select_device(cfg: CfgNode) -> torch.device:
     torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
     torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
     return torch.device("cuda", index)
+
+
+def world_size() -> int:
+    """Processes in the distributed run (1 when torch.distributed is not initialised)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def apply_sync_batchnorm(model: nn.Module, enabled: bool, processes: int) -> nn.Module:
+    """model with every BatchNorm synchronised across processes when MODEL.SYNC_BN asks for it
+    and the run has more than one process; otherwise model unchanged."""
+    if not enabled:
+        return model
+    if processes < 2:
+        logger.info("MODEL.SYNC_BN is set but the run has one process: plain BatchNorm")
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -24,7 +24,7 @@ from ..models import build_model
 from ..models.fuse import fuse_conv_bn
 from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
                          load_state_dict_strict, save_checkpoint_atomic)
-from .device import IMAGE_MEMORY_FORMAT, select_device
+from .device import IMAGE_MEMORY_FORMAT, apply_sync_batchnorm, select_device, world_size
 from .schedule import learning_rate_factor
 from .run_dir import RunPaths
 from . import bottomup, topdown
@@ -138,7 +138,8 @@ def train(cfg: CfgNode, paths: RunPaths) -> float:
     seed_everything(cfg.SEED)
     paradigm = paradigm_of(cfg)
     device = select_device(cfg)
-    model = build_model(cfg, is_train=True).to(device, memory_format=IMAGE_MEMORY_FORMAT)
+    model = apply_sync_batchnorm(build_model(cfg, is_train=True), cfg.MODEL.SYNC_BN, world_size())
+    model = model.to(device, memory_format=IMAGE_MEMORY_FORMAT)
     criterion = paradigm.build_loss(cfg).to(device)
     train_set = paradigm.build_dataset(cfg, is_train=True)
     valid_set = paradigm.build_dataset(cfg, is_train=False)
