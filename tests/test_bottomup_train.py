@@ -17,6 +17,10 @@ from hrpose.losses.associative_embedding import build_bottomup_loss, total_botto
 from hrpose.models import build_model
 
 BOTTOMUP_CFG = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml"
+HAE_CFG = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3_hae.yaml"
+HAE_EXPERIMENTS = ["experiments/coco/higher_hrnet/w32_512_adam_lr1.5e-3_hae.yaml",
+                   "experiments/coco/hrnet_bottomup/w32_512_adam_lr1.5e-3_hae.yaml",
+                   "experiments/crowdpose/higher_hrnet/w32_512_adam_lr1.5e-3_hae.yaml", HAE_CFG]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,8 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def tiny_config(repo_root, data_root, output_root, *extra):
-    return load_config(str(repo_root / BOTTOMUP_CFG), [
+def tiny_config(repo_root, data_root, output_root, *extra, cfg_file=BOTTOMUP_CFG):
+    return load_config(str(repo_root / cfg_file), [
         "DATASET.ROOT", str(data_root),
         "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
         "DATASET.INPUT_SIZE", "128", "DATASET.OUTPUT_SIZE", "[32, 64]",
@@ -85,8 +89,9 @@ def test_killed_run_resumes_to_the_same_weights(repo_root, tiny_data, tmp_path):
         assert torch.allclose(value.float(), b["state_dict"][key].float(), rtol=0, atol=1e-6), key
 
 
-def test_training_steps_lower_the_loss_of_a_batch(repo_root, tiny_data, tmp_path):
-    cfg = tiny_config(repo_root, tiny_data, tmp_path)
+@pytest.mark.parametrize("cfg_file", [BOTTOMUP_CFG, HAE_CFG], ids=["ae", "hae"])
+def test_training_steps_lower_the_loss_of_a_batch(repo_root, tiny_data, tmp_path, cfg_file):
+    cfg = tiny_config(repo_root, tiny_data, tmp_path, cfg_file=cfg_file)
     torch.manual_seed(0)
     model = build_model(cfg, is_train=True)
     criterion = build_bottomup_loss(cfg)
@@ -105,3 +110,18 @@ def test_training_steps_lower_the_loss_of_a_batch(repo_root, tiny_data, tmp_path
         optimizer.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("cfg_file", HAE_EXPERIMENTS)
+def test_hae_experiments_train_with_the_hierarchical_loss_and_decode_progressively(repo_root,
+                                                                                   cfg_file):
+    from hrpose.datasets.metadata import get_keypoint_info
+    from hrpose.losses.hierarchical_ae import HierarchicalAELoss
+
+    cfg = load_config(str(repo_root / cfg_file), [])
+    criterion = build_bottomup_loss(cfg)
+    assert isinstance(criterion.tag_loss, HierarchicalAELoss)
+    expected = get_keypoint_info(cfg.DATASET.DATASET).get_keypoint_groups(
+        cfg.DATASET.KEYPOINT_GROUPS)
+    assert expected and criterion.tag_loss.groups == expected
+    assert criterion.tag_loss.focal_pull and cfg.TEST.GROUPING == "progressive"

@@ -61,6 +61,17 @@ _C.LOSS.WITH_AE_LOSS = [True, False]
 _C.LOSS.AE_LOSS_TYPE = "exp"
 _C.LOSS.PUSH_LOSS_FACTOR = [0.001, 0.001]
 _C.LOSS.PULL_LOSS_FACTOR = [0.001, 0.001]
+# --- HAE (hierarchical associative encoding) ------------------------------------------------------
+# ae: plain associative embedding; hae: keypoint-to-instance, keypoint-to-group and
+# group-to-instance pull terms over the dataset's keypoint groups (DATASET.KEYPOINT_GROUPS),
+# weighted by HAE_PULL_WEIGHTS (HAE's released values 0, 1.0, 1.5), with AE's push.
+_C.LOSS.TAG_LOSS = "ae"
+_C.LOSS.HAE_PULL_WEIGHTS = [0.0, 1.0, 1.5]
+# Focal pulling: a keypoint whose tag lies outside its group's Tukey fences (FOCAL_FENCE x IQR)
+# is pulled FOCAL_WEIGHT times harder.
+_C.LOSS.FOCAL_PULL = False
+_C.LOSS.FOCAL_FENCE = 1.5
+_C.LOSS.FOCAL_WEIGHT = 2.0
 
 _C.DATASET = CN()
 _C.DATASET.ROOT = "data/synthetic"
@@ -107,6 +118,10 @@ _C.DATASET.SCALE_AWARE_SIGMA = False
 _C.DATASET.BASE_SIZE = 256.0
 _C.DATASET.BASE_SIGMA = 2.0
 _C.DATASET.INT_SIGMA = False
+# HAE's keypoint grouping scheme from the dataset's metadata: 'default' (COCO: face and shoulders,
+# hips, each limb joint alone; CrowdPose: head, neck and shoulders, hips, ...) or, for CrowdPose,
+# 'spatial_prior' / 'mutual_information' (datasets/metadata.py).
+_C.DATASET.KEYPOINT_GROUPS = "default"
 
 _C.TRAIN = CN()
 _C.TRAIN.LR_FACTOR = 0.1
@@ -159,6 +174,12 @@ _C.TEST.TAG_THRESHOLD = 1.0
 _C.TEST.USE_DETECTION_VAL = True
 # Skip a joint's candidates once DATASET.MAX_NUM_PEOPLE people exist.
 _C.TEST.IGNORE_TOO_MUCH = False
+# How detected keypoints are grouped into persons (bottom-up models only; its own key because it
+# is a separate choice from TEST.DECODER, which turns a top-down heatmap into coordinates):
+# fixed: HigherHRNet's associative-embedding matching, joint types in a fixed order;
+# progressive: HAE's progressive associative decoding, the joint type closest in tag to a person
+# found so far goes next (postprocess/progressive_grouping.py).
+_C.TEST.GROUPING = "fixed"
 # Resize heatmaps and tags to the input resolution before grouping.
 _C.TEST.PROJECT2IMAGE = True
 # Peak finding: max-pool NMS_KERNEL x NMS_KERNEL with NMS_PADDING ((kernel - 1) / 2).

@@ -28,6 +28,8 @@ CHOICES: dict[str, tuple] = {
     "MODEL.INIT_METHOD": ("normal", "kaiming"),
     "MODEL.TARGET_ENCODING": ("standard", "unbiased"),
     "TEST.DECODER": ("standard", "dark"),
+    "TEST.GROUPING": ("fixed", "progressive"),
+    "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
     "TRAIN.LR_SCHEDULER": ("multistep", "cosine"),
     "MODEL.EXTRA.STAGE2.BLOCK": ("BASIC", "BOTTLENECK"),
@@ -287,6 +289,11 @@ def validate_config(cfg: CN, provenance: dict | None = None) -> None:
     if is_bottom_up(cfg.MODEL.NAME):
         _validate_bottom_up(cfg, provenance)
     else:
+        if cfg.TEST.GROUPING != "fixed":
+            raise ConfigError(f"config key 'TEST.GROUPING' "
+                              f"{provenance.get('TEST.GROUPING', DEFAULTS_SOURCE)} has value "
+                              f"{cfg.TEST.GROUPING!r}, but {cfg.MODEL.NAME} is a top-down model, "
+                              f"which does not group keypoints; only bottom-up models take it")
         image_size, heatmap_size = list(cfg.MODEL.IMAGE_SIZE), list(cfg.MODEL.HEATMAP_SIZE)
         # Both top-down families reduce the input 32 times and predict at a quarter of it.
         if any(side % 32 for side in image_size):
@@ -335,6 +342,19 @@ def _validate_bottom_up(cfg: CN, provenance: dict) -> None:
         raise ConfigError(f"config key 'TEST.WITH_AE' {where('TEST.WITH_AE')} reads tags of "
                           f"stage(s) {without_tags}, which have none: LOSS.WITH_AE_LOSS is "
                           f"{list(cfg.LOSS.WITH_AE_LOSS)}")
+    if cfg.LOSS.TAG_LOSS == "hae":
+        if not cfg.MODEL.TAG_PER_JOINT:
+            raise ConfigError(f"config key 'LOSS.TAG_LOSS' {where('LOSS.TAG_LOSS')} is 'hae', "
+                              f"which needs one tag map per joint: set MODEL.TAG_PER_JOINT True")
+        weights = list(cfg.LOSS.HAE_PULL_WEIGHTS)
+        if len(weights) != 3 or min(weights) < 0:
+            raise ConfigError(f"config key 'LOSS.HAE_PULL_WEIGHTS' "
+                              f"{where('LOSS.HAE_PULL_WEIGHTS')} is {weights}; give three "
+                              f"non-negative weights [keypoint-to-instance, keypoint-to-group, "
+                              f"group-to-instance]")
+        if cfg.LOSS.FOCAL_FENCE < 0 or cfg.LOSS.FOCAL_WEIGHT < 0:
+            raise ConfigError(f"LOSS.FOCAL_FENCE ({cfg.LOSS.FOCAL_FENCE}) and LOSS.FOCAL_WEIGHT "
+                              f"({cfg.LOSS.FOCAL_WEIGHT}) must not be negative")
     if cfg.TEST.NMS_PADDING != (cfg.TEST.NMS_KERNEL - 1) // 2:
         raise ConfigError(f"config key 'TEST.NMS_PADDING' {where('TEST.NMS_PADDING')} is "
                           f"{cfg.TEST.NMS_PADDING}; it must be (TEST.NMS_KERNEL - 1) / 2 = "

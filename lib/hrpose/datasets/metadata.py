@@ -7,12 +7,20 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# The keypoint grouping HAE's paper uses; datasets may define alternatives under other names.
+DEFAULT_GROUP_SCHEME = "default"
+
+
 @dataclass(frozen=True)
 class KeypointInfo:
     """Everything about a dataset's keypoints that the code needs; one instance per dataset.
 
     Indices are 0-based. ``skeleton`` lists the limbs drawn by the visualiser;
     ``sigmas`` are the per-keypoint OKS constants (already divided by 10).
+    ``keypoint_groups`` holds HAE's prior keypoint groupings as (scheme name, groups) pairs; each
+    scheme's groups partition the keypoints, and the scheme named ``DEFAULT_GROUP_SCHEME`` is the
+    one the paper uses. Empty (the default) means the dataset has no groups: HAE's loss falls back
+    to plain associative embedding there.
     """
 
     name: str
@@ -23,6 +31,7 @@ class KeypointInfo:
     joint_weights: tuple[float, ...]
     upper_body_ids: tuple[int, ...]
     lower_body_ids: tuple[int, ...]
+    keypoint_groups: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
 
     def __post_init__(self) -> None:
         count = len(self.keypoint_names)
@@ -34,6 +43,17 @@ class KeypointInfo:
         used += list(self.upper_body_ids) + list(self.lower_body_ids)
         if any(not 0 <= i < count for i in used):
             raise ValueError(f"{self.name}: a keypoint index is outside 0..{count - 1}")
+        schemes = [scheme for scheme, _ in self.keypoint_groups]
+        if len(set(schemes)) != len(schemes):
+            raise ValueError(f"{self.name}: keypoint group scheme names repeat: {schemes}")
+        if self.keypoint_groups and DEFAULT_GROUP_SCHEME not in schemes:
+            raise ValueError(f"{self.name}: keypoint groups need a '{DEFAULT_GROUP_SCHEME}' "
+                             f"scheme; got {schemes}")
+        for scheme, groups in self.keypoint_groups:
+            members = sorted(i for group in groups for i in group)
+            if any(len(group) == 0 for group in groups) or members != list(range(count)):
+                raise ValueError(f"{self.name}: keypoint group scheme '{scheme}' {groups} does not "
+                                 f"partition the keypoints 0..{count - 1} into non-empty groups")
 
     @property
     def num_keypoints(self) -> int:
@@ -50,6 +70,22 @@ class KeypointInfo:
     @property
     def sigmas_array(self) -> np.ndarray:
         return np.asarray(self.sigmas, dtype=np.float64)
+
+    @property
+    def keypoint_group_schemes(self) -> tuple[str, ...]:
+        """Names of the keypoint groupings this dataset defines, in order; empty without groups."""
+        return tuple(scheme for scheme, _ in self.keypoint_groups)
+
+    def get_keypoint_groups(self,
+                            scheme: str = DEFAULT_GROUP_SCHEME) -> tuple[tuple[int, ...], ...]:
+        """The groups of a scheme (DATASET.KEYPOINT_GROUPS); () for 'default' without groups."""
+        for name, groups in self.keypoint_groups:
+            if name == scheme:
+                return groups
+        if scheme == DEFAULT_GROUP_SCHEME:
+            return ()
+        raise KeyError(f"dataset '{self.name}' has no keypoint group scheme '{scheme}'; known: "
+                       f"{list(self.keypoint_group_schemes) or [DEFAULT_GROUP_SCHEME + ' (none)']}")
 
 
 COCO = KeypointInfo(
@@ -71,6 +107,11 @@ COCO = KeypointInfo(
     joint_weights=(1., 1., 1., 1., 1., 1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1., 1.2, 1.2, 1.5, 1.5),
     upper_body_ids=tuple(range(11)),
     lower_body_ids=tuple(range(11, 17)),
+    # HAE's COCO scheme: face and shoulders; hips; each elbow, wrist, knee and ankle alone.
+    keypoint_groups=(
+        (DEFAULT_GROUP_SCHEME, ((0, 1, 2, 3, 4, 5, 6), (11, 12), (7,), (8,), (9,), (10,), (13,),
+                                (14,), (15,), (16,))),
+    ),
 )
 
 CROWDPOSE = KeypointInfo(
@@ -91,6 +132,17 @@ CROWDPOSE = KeypointInfo(
     joint_weights=(1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1.),
     upper_body_ids=(0, 1, 2, 3, 4, 5, 12, 13),
     lower_body_ids=(6, 7, 8, 9, 10, 11),
+    keypoint_groups=(
+        # HAE's paper scheme: shoulders, head and neck; hips; each elbow, wrist, knee, ankle alone.
+        (DEFAULT_GROUP_SCHEME, ((0, 1, 12, 13), (6, 7), (2,), (3,), (4,), (5,), (8,), (9,), (10,),
+                                (11,))),
+        # Spatial prior: head and neck; torso (shoulders, hips); left arm; right arm; left leg;
+        # right leg.
+        ("spatial_prior", ((12, 13), (0, 1, 6, 7), (2, 4), (3, 5), (8, 10), (9, 11))),
+        # Mutual information: shoulders, head and neck; hips; the four limbs (elbow + wrist,
+        # knee + ankle).
+        ("mutual_information", ((0, 1, 12, 13), (6, 7), (2, 4), (3, 5), (8, 10), (9, 11))),
+    ),
 )
 
 MPII = KeypointInfo(
@@ -112,10 +164,11 @@ MPII = KeypointInfo(
     lower_body_ids=tuple(range(0, 7)),
 )
 
-# OCHuman uses COCO's 17 keypoints in COCO's order.
+# OCHuman uses COCO's 17 keypoints in COCO's order (and COCO's keypoint groups).
 OCHUMAN = KeypointInfo(**{**COCO.__dict__, "name": "ochuman"})
 
-# The synthetic dataset draws COCO's 17 keypoints so that it runs through the COCO code path.
+# The synthetic dataset draws COCO's 17 keypoints so that it runs through the COCO code path
+# (COCO's keypoint groups included).
 SYNTHETIC = KeypointInfo(**{**COCO.__dict__, "name": "synthetic"})
 
 KEYPOINT_INFO: dict[str, KeypointInfo] = {

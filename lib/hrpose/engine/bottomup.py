@@ -18,6 +18,8 @@ from ..evaluation.results import write_keypoint_results
 from ..losses.associative_embedding import total_bottomup_loss
 from ..postprocess.ae_grouping import GroupingParams
 from ..postprocess.bottomup import BottomUpTestParams, coco_keypoint_results, infer_bottom_up
+from ..postprocess.progressive_grouping import GroupingFunction, get_grouping_function
+from ..postprocess.tag_maps import infer_bottom_up_with_maps
 from .device import IMAGE_MEMORY_FORMAT
 from .topdown import _progress
 
@@ -101,6 +103,16 @@ def test_params(cfg: CfgNode, flip_index) -> tuple[BottomUpTestParams, GroupingP
     return pipeline, grouping
 
 
+def grouping_function(cfg: CfgNode) -> GroupingFunction:
+    """The grouping TEST.GROUPING names: fixed-order AE ('fixed') or HAE ('progressive').
+
+    run_inference sends 'fixed' through postprocess.bottomup.infer_bottom_up and any other
+    grouping through postprocess.tag_maps.infer_bottom_up_with_maps (the same pipeline with the
+    grouping function passed in).
+    """
+    return get_grouping_function(cfg.TEST.GROUPING)
+
+
 def first_item(batch):
     """Test items are whole images of different sizes: one per step, not collated."""
     return batch[0]
@@ -113,9 +125,14 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
     model.eval()
     dataset = loader.dataset
     pipeline, grouping = test_params(cfg, dataset.flip_index)
+    group = grouping_function(cfg)
     results, num_images = [], 0
     for image, meta in _progress(loader, "test", len(loader)):
-        prediction = infer_bottom_up(model, image, pipeline, grouping, device)
+        if cfg.TEST.GROUPING == "fixed":
+            prediction = infer_bottom_up(model, image, pipeline, grouping, device)
+        else:
+            prediction = infer_bottom_up_with_maps(model, image, pipeline, grouping, group,
+                                                   device).prediction
         results += coco_keypoint_results(prediction.poses, prediction.scores, meta["image_id"])
         num_images += 1
     return {"results": results, "num_images": num_images, "loss": float("nan")}

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 AE_LOSS_TYPES = ("exp", "max")
 
 
@@ -124,7 +126,8 @@ class MultiStageAELoss(nn.Module):
                  heatmaps_loss_factor: Sequence[float] = (1.0, 1.0),
                  with_ae_loss: Sequence[bool] = (True, False), ae_loss_type: str = "exp",
                  push_loss_factor: Sequence[float] = (0.001, 0.001),
-                 pull_loss_factor: Sequence[float] = (0.001, 0.001)):
+                 pull_loss_factor: Sequence[float] = (0.001, 0.001),
+                 tag_loss: nn.Module | None = None):
         super().__init__()
         if not isinstance(with_heatmaps_loss, (list, tuple)):
             with_heatmaps_loss = [with_heatmaps_loss]
@@ -142,6 +145,8 @@ class MultiStageAELoss(nn.Module):
         self.ae_loss_type = ae_loss_type
         if any(self.with_ae_loss) and ae_loss_type not in AE_LOSS_TYPES:
             raise ValueError(f"AE loss type must be one of {AE_LOSS_TYPES}, got {ae_loss_type!r}")
+        # forward(tags, joints) -> (push, pull) per image: plain AE, or HAE's hierarchical loss.
+        self.tag_loss = tag_loss if tag_loss is not None else AELoss(ae_loss_type)
 
     def forward(self, outputs: Sequence[torch.Tensor], heatmaps: Sequence[torch.Tensor],
                 masks: Sequence[torch.Tensor], joints: Sequence[torch.Tensor]):
@@ -164,7 +169,7 @@ class MultiStageAELoss(nn.Module):
                 if tags.shape[1] == 0:
                     raise ValueError(f"stage {stage} output has {output.shape[1]} channels: no "
                                      f"tag channels after the {first_tag_channel} heatmaps")
-                push, pull = ae_loss(tags, joints[stage], self.ae_loss_type)
+                push, pull = self.tag_loss(tags, joints[stage])
                 push_losses.append(push * self.push_loss_factor[stage])
                 pull_losses.append(pull * self.pull_loss_factor[stage])
             else:
@@ -189,9 +194,25 @@ def total_bottomup_loss(heatmaps_losses: Sequence[torch.Tensor | None],
 
 
 def build_bottomup_loss(cfg) -> MultiStageAELoss:
-    """The per-stage heatmap and AE losses cfg.LOSS asks for."""
+    """The per-stage heatmap and tag losses cfg.LOSS asks for (plain AE, or HAE over the
+    training dataset's keypoint groups when LOSS.TAG_LOSS is 'hae')."""
+    # Imported here: hierarchical_ae builds on this module's ae_loss.
+    from ..datasets.metadata import get_keypoint_info
+    from .hierarchical_ae import HierarchicalAELoss
+
     loss_cfg = cfg.LOSS
+    tag_loss = None
+    if loss_cfg.TAG_LOSS == "hae":
+        info = get_keypoint_info(cfg.DATASET.DATASET)
+        try:
+            groups = info.get_keypoint_groups(cfg.DATASET.KEYPOINT_GROUPS)
+        except KeyError as error:
+            raise ConfigError(f"DATASET.KEYPOINT_GROUPS {cfg.DATASET.KEYPOINT_GROUPS!r}: "
+                              f"{error.args[0]}") from None
+        tag_loss = HierarchicalAELoss(cfg.MODEL.NUM_JOINTS, groups, loss_cfg.AE_LOSS_TYPE,
+                                      loss_cfg.HAE_PULL_WEIGHTS, loss_cfg.FOCAL_PULL,
+                                      loss_cfg.FOCAL_FENCE, loss_cfg.FOCAL_WEIGHT)
     return MultiStageAELoss(cfg.MODEL.NUM_JOINTS, loss_cfg.WITH_HEATMAPS_LOSS,
                             loss_cfg.HEATMAPS_LOSS_FACTOR, loss_cfg.WITH_AE_LOSS,
                             loss_cfg.AE_LOSS_TYPE, loss_cfg.PUSH_LOSS_FACTOR,
-                            loss_cfg.PULL_LOSS_FACTOR)
+                            loss_cfg.PULL_LOSS_FACTOR, tag_loss)

@@ -1,0 +1,255 @@
+"""HAE's progressive associative decoding: group joint types in the order of tag agreement.
+
+reference/hae_hrnext_mmpose.md section 1.5. HigherHRNet's grouping (ae_grouping.match_by_tag)
+visits the joint types in a fixed order, so a joint type whose tags sit far from the partial
+persons built so far is matched early, fails the tag threshold and leaves one-joint persons
+("isolated keypoints"). The progressive decoder instead picks, after every step, the joint type
+that is easiest to attach next:
+
+1. Candidates (heatmap NMS + top-k, ae_grouping.top_k_candidates) with value <=
+   detection_threshold are dropped; joint types left without candidates are never visited.
+2. Seeding: the lowest-index joint type that has candidates starts one person per candidate
+   (COCO: the nose; CrowdPose: the left shoulder), as the reference.
+3. Selection: for every joint type not visited yet, its score is the smallest L2 distance
+   between any of its candidates' tags and any of the first max_num_people persons' mean tags;
+   the type with the smallest score is next (ties: lowest joint index, as the reference's
+   pending list is in index order).
+4. Matching: that type's candidates are assigned to those persons with the Hungarian algorithm
+   on ae_grouping.matching_cost (round(distance) * 100 - value with use_detection_val, padded
+   with dummy persons); a pair is accepted when the unrounded distance is below tag_threshold,
+   otherwise the candidate starts a new person. The type is then marked visited.
+5. Steps 3-4 repeat until every joint type with candidates has been visited (or, with
+   ignore_too_much, until max_num_people persons exist: the rest is skipped as in the fixed
+   order). Then adjust, score and refine as HigherHRNet (ae_grouping's functions).
+
+Where the reference crashes, this one does not: it drops empty joint types up front, so an
+empty type can never win the selection (the reference scores it 10, and if it wins, its lazy
+removal later calls list.index on a type already removed -> ValueError); an image without any
+candidate gives no persons; ignore_too_much does not desynchronise the type bookkeeping (the
+reference skips appending a score but still indexes the pending list with it). The reference
+ignores TEST joint_order; so does this decoder (params.joint_order only affects the fixed order).
+
+``count_isolated_keypoints`` counts one-joint persons, the figure HAE's decoding is meant to
+reduce; ``GROUPING_FUNCTIONS`` maps the TEST.GROUPING names to the two decoders.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from .ae_grouping import (
+    FIRST_TAG,
+    VALUE,
+    AssignmentSolver,
+    GroupedPoses,
+    GroupingParams,
+    adjust_poses,
+    group_keypoints,
+    matching_cost,
+    pose_scores,
+    refine_poses,
+    top_k_candidates,
+)
+
+GroupingFunction = Callable[..., list[GroupedPoses]]
+
+
+class ProgressiveMatch(NamedTuple):
+    """One image's grouping: poses (P, J, 3 + D) float32 rows (x, y, value, tags...) at integer
+    heatmap pixels (missing joints all zero), and the joint types in the order they were
+    visited (the seed type first; types without candidates are absent)."""
+
+    poses: np.ndarray
+    visit_order: tuple[int, ...]
+
+
+class _Persons:
+    """Persons under construction: joint rows (float64, as the reference builds them), the tags
+    of their matched joints, and optionally the reference's float person keys.
+
+    With unique_ids False a new person is keyed by the first tag component of the candidate
+    that starts it and a candidate whose key already exists lands in that person, resetting its
+    tag list (reference behaviour, GroupingParams.unique_person_ids False); with True every
+    started candidate is a new person.
+    """
+
+    def __init__(self, num_joints: int, row_width: int, unique_ids: bool) -> None:
+        self.num_joints = num_joints
+        self.row_width = row_width
+        self.unique_ids = unique_ids
+        self.joints: list[np.ndarray] = []
+        self.tags: list[list[np.ndarray]] = []
+        self.person_of_key: dict[float, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.joints)
+
+    def start(self, joint_type: int, row: np.ndarray, tag: np.ndarray) -> None:
+        person = None if self.unique_ids else self.person_of_key.get(float(tag[0]))
+        if person is None:
+            person = len(self.joints)
+            self.joints.append(np.zeros((self.num_joints, self.row_width)))
+            self.tags.append([])
+            if not self.unique_ids:
+                self.person_of_key[float(tag[0])] = person
+        self.joints[person][joint_type] = row
+        self.tags[person] = [tag]
+
+    def add(self, person: int, joint_type: int, row: np.ndarray, tag: np.ndarray) -> None:
+        self.joints[person][joint_type] = row
+        self.tags[person].append(tag)
+
+    def mean_tags(self, count: int) -> np.ndarray:
+        """(count, D) mean tags of the first ``count`` persons."""
+        return np.array([np.mean(self.tags[person], axis=0) for person in range(count)])
+
+    def poses(self) -> np.ndarray:
+        if not self.joints:
+            return np.zeros((0, self.num_joints, self.row_width), dtype=np.float32)
+        return np.array(self.joints).astype(np.float32)
+
+
+def _candidate_rows(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
+                    threshold: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per joint type with candidates above threshold: rows (n, 3 + D) and tags (n, D)."""
+    candidates = {}
+    for joint_type in range(values.shape[0]):
+        keep = values[joint_type] > threshold
+        if not keep.any():
+            continue
+        rows = np.concatenate((locations[joint_type], values[joint_type][:, None],
+                               tags[joint_type]), axis=1)
+        candidates[joint_type] = (rows[keep], tags[joint_type][keep])
+    return candidates
+
+
+def _nearest_tag_distances(pending_tags: list[np.ndarray], person_tags: np.ndarray) -> np.ndarray:
+    """Per pending joint type, the smallest L2 distance of any candidate tag to any person tag.
+
+    pending_tags: one non-empty (n_p, D) array per type; person_tags (m, D), m >= 1.
+    """
+    stacked = np.concatenate(pending_tags, axis=0).astype(np.float64)
+    distances = np.linalg.norm(stacked[:, None, :] - person_tags[None, :, :], ord=2, axis=2)
+    nearest = distances.min(axis=1)
+    starts = np.cumsum([0] + [len(t) for t in pending_tags[:-1]])
+    return np.minimum.reduceat(nearest, starts)
+
+
+def progressive_match(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
+                      params: GroupingParams,
+                      assignment: AssignmentSolver = linear_sum_assignment) -> ProgressiveMatch:
+    """Group one image's candidates into persons, visiting the easiest joint type next.
+
+    values (J, K), locations (J, K, 2) (x, y), tags (J, K, D): one image of
+    ae_grouping.Candidates. Seeding, selection, matching and stopping as in the module
+    docstring; ``assignment`` is a rectangular linear-assignment solver (scipy's by default).
+    Persons are listed in the order they were started.
+    """
+    num_joints = params.num_joints
+    if values.shape[0] != num_joints:
+        raise ValueError(f"expected candidates for {num_joints} joint types, got {values.shape[0]}")
+    tag_dim = tags.shape[-1]
+    persons = _Persons(num_joints, FIRST_TAG + tag_dim, params.unique_person_ids)
+    candidates = _candidate_rows(values, locations, tags, params.detection_threshold)
+    pending = sorted(candidates)
+    if not pending:
+        return ProgressiveMatch(persons.poses(), ())
+    seed = pending.pop(0)
+    for row, tag in zip(*candidates[seed]):
+        persons.start(seed, row, tag)
+    visit_order = [seed]
+    while pending:
+        if params.ignore_too_much and len(persons) >= params.max_num_people:
+            break
+        num_grouped = min(len(persons), params.max_num_people)
+        person_tags = persons.mean_tags(num_grouped)
+        scores = _nearest_tag_distances([candidates[p][1] for p in pending], person_tags)
+        joint_type = pending.pop(int(np.argmin(scores)))
+        rows, joint_tags = candidates[joint_type]
+        cost, distances = matching_cost(rows[:, FIRST_TAG:], rows[:, VALUE], person_tags,
+                                        params.use_detection_val)
+        for candidate, person in zip(*assignment(cost)):
+            if person < num_grouped and distances[candidate, person] < params.tag_threshold:
+                persons.add(int(person), joint_type, rows[candidate], joint_tags[candidate])
+            else:
+                persons.start(joint_type, rows[candidate], joint_tags[candidate])
+        visit_order.append(joint_type)
+    return ProgressiveMatch(persons.poses(), tuple(visit_order))
+
+
+def _tags_5d(tags: torch.Tensor) -> torch.Tensor:
+    if tags.dim() == 4:
+        return tags.unsqueeze(-1)
+    if tags.dim() != 5:
+        raise ValueError(f"tags must be (N, J, H, W) or (N, J, H, W, D), got {tuple(tags.shape)}")
+    return tags
+
+
+def group_keypoints_progressive(heatmaps: torch.Tensor, tags: torch.Tensor,
+                                params: GroupingParams,
+                                assignment: AssignmentSolver = linear_sum_assignment
+                                ) -> list[GroupedPoses]:
+    """ae_grouping.group_keypoints with progressive matching: persons and scores per image.
+
+    Same inputs and outputs: heatmaps (N, J, H, W) (aggregated, un-suppressed; any device),
+    tags (N, J or 1, H, W) or (N, J or 1, H, W, D); poses in heatmap pixels, adjusted, scored
+    (mean joint value, before refine), refined, as params says.
+    """
+    if heatmaps.shape[1] != params.num_joints:
+        raise ValueError(f"heatmaps have {heatmaps.shape[1]} joint channels, "
+                         f"the grouping expects {params.num_joints}")
+    heatmaps = heatmaps.detach().float()
+    tags = _tags_5d(tags.detach().float())
+    candidates = top_k_candidates(heatmaps, tags, params)
+    heatmaps_cpu = heatmaps.cpu().numpy() if params.adjust else None
+    grouped = []
+    for image in range(heatmaps.shape[0]):
+        poses = progressive_match(candidates.values[image], candidates.locations[image],
+                                  candidates.tags[image], params, assignment).poses
+        if params.adjust:
+            poses = adjust_poses(poses, heatmaps_cpu[image])
+        scores = pose_scores(poses)
+        if params.refine:
+            poses = refine_poses(poses, heatmaps[image], tags[image])
+        grouped.append(GroupedPoses(poses, scores))
+    return grouped
+
+
+# TEST.GROUPING -> decoder with group_keypoints' signature.
+GROUPING_FUNCTIONS: dict[str, GroupingFunction] = {
+    "fixed": group_keypoints,
+    "progressive": group_keypoints_progressive,
+}
+
+
+def get_grouping_function(name: str) -> GroupingFunction:
+    """The decoder a TEST.GROUPING value names ('fixed' or 'progressive')."""
+    try:
+        return GROUPING_FUNCTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown grouping {name!r}; expected one of "
+                         f"{', '.join(repr(n) for n in GROUPING_FUNCTIONS)}") from None
+
+
+def count_isolated_keypoints(poses: np.ndarray, detection_threshold: float) -> int:
+    """Number of persons in one image with exactly one joint whose value is above the threshold.
+
+    poses (P, J, >= 3) (x, y, value, ...). Measure the grouping itself on poses decoded with
+    refine off: refine fills missing joints from the heatmaps and hides the isolated ones.
+    """
+    poses = np.asarray(poses)
+    if poses.size == 0:
+        return 0
+    found = (poses[:, :, VALUE] > detection_threshold).sum(axis=1)
+    return int((found == 1).sum())
+
+
+def isolated_keypoints_per_image(grouped: Sequence[GroupedPoses],
+                                 detection_threshold: float) -> np.ndarray:
+    """count_isolated_keypoints for every image of a batch; (N,) int64."""
+    return np.array([count_isolated_keypoints(g.poses, detection_threshold) for g in grouped],
+                    dtype=np.int64)
