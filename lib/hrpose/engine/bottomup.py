@@ -18,7 +18,8 @@ from ..evaluation.results import write_keypoint_results
 from ..losses.associative_embedding import total_bottomup_loss
 from ..postprocess.ae_grouping import GroupingParams
 from ..postprocess.bottomup import BottomUpTestParams, coco_keypoint_results, infer_bottom_up
-from ..postprocess.progressive_grouping import GroupingFunction, get_grouping_function
+from ..postprocess.progressive_grouping import (GroupingFunction, count_isolated_keypoints,
+                                                get_grouping_function)
 from ..postprocess.tag_maps import infer_bottom_up_with_maps
 from .device import IMAGE_MEMORY_FORMAT
 from .topdown import _progress
@@ -126,7 +127,7 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
     dataset = loader.dataset
     pipeline, grouping = test_params(cfg, dataset.flip_index)
     group = grouping_function(cfg)
-    results, num_images = [], 0
+    results, num_images, isolated = [], 0, 0
     for image, meta in _progress(loader, "test", len(loader)):
         if cfg.TEST.GROUPING == "fixed":
             prediction = infer_bottom_up(model, image, pipeline, grouping, device)
@@ -134,8 +135,13 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
             prediction = infer_bottom_up_with_maps(model, image, pipeline, grouping, group,
                                                    device).prediction
         results += coco_keypoint_results(prediction.poses, prediction.scores, meta["image_id"])
+        isolated += count_isolated_keypoints(prediction.poses, cfg.TEST.DETECTION_THRESHOLD)
         num_images += 1
-    return {"results": results, "num_images": num_images, "loss": float("nan")}
+    # One-joint "persons" are the grouping's typical failure (a keypoint cut off its body).
+    logger.info("%d images: %.3f isolated keypoints per image (persons with one joint above "
+                "TEST.DETECTION_THRESHOLD)", num_images, isolated / max(num_images, 1))
+    return {"results": results, "num_images": num_images, "loss": float("nan"),
+            "isolated_per_image": isolated / max(num_images, 1)}
 
 
 def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
