@@ -32,6 +32,7 @@ demo-bottomup: install
 bench: install
 	$(VPY) bench/bench_oks_nms.py
 	$(VPY) bench/bench_dark_decode.py
+	$(VPY) bench/bench_ae_grouping.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info lib/hrpose/nms/_oks_nms.c lib/hrpose/nms/*.so .pytest_cache

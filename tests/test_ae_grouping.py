@@ -16,6 +16,7 @@ from hrpose.postprocess.ae_grouping import (
     pose_scores,
     refine_pose,
     top_k_candidates,
+    window_max,
 )
 
 J = 17
@@ -394,3 +395,52 @@ def test_empty_result_and_scores_shape():
     assert poses.shape == (0, J, 5) and poses.dtype == np.float32
     assert scores.shape == (0,)
     assert pose_scores(np.zeros((0, J, 5), np.float32)).shape == (0,)
+
+
+@pytest.mark.parametrize("num_people", [2, 5, 20])
+def test_recovers_every_person_with_flip_tags(num_people):
+    # Two tag components per joint, as the flip test stacks them: (1, J, H, W, 2). The mirrored
+    # pass gives every person a slightly different second tag.
+    rng = np.random.default_rng(100 + num_people)
+    height, width = 64, 72
+    positions = random_people(rng, num_people, height, width)
+    first_tags = rng.permutation(num_people) * 2.0 - num_people + rng.uniform(-0.3, 0.3)
+    second_tags = first_tags + rng.uniform(-0.2, 0.2, num_people)
+    heatmaps, tags_first = render_people(positions, first_tags, height, width)
+    _, tags_second = render_people(positions, second_tags, height, width)
+    tags = np.stack([tags_first, tags_second], axis=-1)
+    batch = torch.from_numpy(heatmaps)[None], torch.from_numpy(tags)[None]
+    assert batch[1].shape == (1, J, height, width, 2)
+    params = GroupingParams(num_joints=J, detection_threshold=0.1, tag_threshold=1.0,
+                            nms_kernel=5, nms_padding=2, adjust=False, refine=False)
+    (poses, scores), = group_keypoints(*batch, params)
+    assert poses.shape == (num_people, J, 5)
+    recovered = []
+    for pose in poses:
+        person = int(np.argmin(np.abs(first_tags - pose[0, 3])))
+        recovered.append(person)
+        np.testing.assert_array_equal(pose[:, :2], positions[person])
+        np.testing.assert_array_equal(pose[:, 2], 1.0)
+        np.testing.assert_allclose(pose[:, 3], first_tags[person], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(pose[:, 4], second_tags[person], rtol=0, atol=1e-6)
+    assert sorted(recovered) == list(range(num_people))
+    np.testing.assert_array_equal(scores, 1.0)
+    # Adjust and refine on: every joint was found, so refine has nothing to fill, and the
+    # symmetric peaks tie on both axes (-0.25, then +0.5).
+    full = GroupingParams(num_joints=J, detection_threshold=0.1, tag_threshold=1.0,
+                          nms_kernel=5, nms_padding=2, adjust=True, refine=True)
+    (adjusted, adjusted_scores), = group_keypoints(*batch, full)
+    np.testing.assert_array_equal(adjusted[:, :, :2], poses[:, :, :2] + 0.25)
+    np.testing.assert_array_equal(adjusted[:, :, 2:], poses[:, :, 2:])
+    np.testing.assert_array_equal(adjusted_scores, scores)
+
+
+@pytest.mark.parametrize("height, width", [(23, 17), (4, 2), (1, 6)])
+def test_window_max_equals_max_pool(height, width):
+    rng = np.random.default_rng(height * width)
+    # quantised values: plateaus and ties, negative values, as decoded maps can have
+    maps = torch.from_numpy(np.round(rng.normal(size=(2, 3, height, width)) * 2) / 2)
+    for padding in range(4):
+        kernel = 2 * padding + 1
+        assert torch.equal(window_max(maps, kernel, padding),
+                           torch.nn.functional.max_pool2d(maps, kernel, 1, padding))

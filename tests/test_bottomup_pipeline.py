@@ -6,8 +6,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from hrpose.datasets.topdown import IMAGENET_MEAN, IMAGENET_STD
-from hrpose.postprocess.ae_grouping import GroupingParams
+from hrpose.datasets.topdown import IMAGENET_MEAN, IMAGENET_STD, normalize_image
+from hrpose.postprocess.ae_grouping import GroupingParams, group_keypoints
 from hrpose.postprocess.bottomup import (
     BottomUpTestParams,
     coco_keypoint_results,
@@ -15,6 +15,7 @@ from hrpose.postprocess.bottomup import (
     get_multi_scale_size,
     infer_bottom_up,
     multi_scale_maps,
+    multi_stage_outputs,
     resize_align_multi_scale,
     round_up_to_64,
 )
@@ -275,3 +276,63 @@ def test_cuda_matches_cpu():
                                             device="cuda")
     np.testing.assert_allclose(gpu_poses, cpu_poses, atol=1e-3)
     np.testing.assert_allclose(gpu_scores, cpu_scores, atol=1e-5)
+
+
+class MixingModel:
+    """A deterministic stand-in whose outputs depend on the input: fixed random 1x1 mixes of the
+    average-pooled image plus a horizontal ramp (so a mirrored input does not give mirrored
+    outputs), as HigherHRNet's [(1, 2J, h/4, w/4), (1, J, h/2, w/2)]."""
+
+    def __init__(self, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        self.quarter_mix = torch.randn(2 * J, 3, generator=generator)
+        self.half_mix = torch.randn(J, 3, generator=generator)
+
+    def __call__(self, images):
+        outputs = []
+        for mix, factor in ((self.quarter_mix, 4), (self.half_mix, 2)):
+            pooled = torch.nn.functional.avg_pool2d(images, factor)
+            ramp = torch.linspace(0.0, 1.0, pooled.shape[3])
+            outputs.append(torch.einsum("oc,nchw->nohw", mix, pooled) + ramp)
+        return outputs
+
+
+@pytest.mark.parametrize("flip, project2image", [
+    (False, False), (True, False), (False, True), (True, True)])
+def test_single_scale_aggregation_equals_the_single_scale_path(flip, project2image):
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    params = BottomUpTestParams(input_size=128, scale_factors=(1.0,), flip_test=flip,
+                                flip_index=FLIP_INDEX, project2image=project2image)
+    model = MixingModel()
+    maps = multi_scale_maps(model, image, params, J)
+
+    # By hand: one resize, one forward (two with flip), (orig + flip) / 2, tags stacked.
+    resized, center, scale = resize_align_multi_scale(image, 128, 1.0, 1.0)
+    assert resized.shape == (128, 192, 3)
+    heatmaps, tags = multi_stage_outputs(model, normalize_image(resized)[None], params, J,
+                                         (192, 128) if project2image else None)
+    assert len(heatmaps) == len(tags) == (2 if flip else 1)
+    expected_heatmaps = (heatmaps[0] + heatmaps[1]) / 2.0 if flip else heatmaps[0]
+    expected_tags = torch.stack(tags, dim=4)
+    size = (128, 192) if project2image else (64, 96)
+    assert maps.heatmaps.shape == (1, J) + size
+    assert maps.tags.shape == (1, J) + size + (len(tags),)
+    assert torch.equal(maps.heatmaps, expected_heatmaps)
+    assert torch.equal(maps.tags, expected_tags)
+    assert maps.heatmap_size == size[::-1]
+    np.testing.assert_array_equal(maps.center, center)
+    np.testing.assert_array_equal(maps.scale, scale)
+    if flip:
+        # the flipped pass does count: the average is not the original pass alone
+        assert not torch.equal(maps.heatmaps, heatmaps[0])
+
+    # The whole pipeline is the grouping of those maps, mapped back with that centre/scale.
+    grouping = GroupingParams(num_joints=J, detection_threshold=0.1, nms_kernel=5,
+                              nms_padding=2)
+    poses, scores = infer_bottom_up(model, image, params, grouping)
+    grouped = group_keypoints(expected_heatmaps, expected_tags, grouping)[0]
+    assert len(grouped.poses) > 0
+    np.testing.assert_array_equal(poses, get_final_preds(grouped.poses, center, scale,
+                                                         size[::-1]))
+    np.testing.assert_array_equal(scores, grouped.scores)

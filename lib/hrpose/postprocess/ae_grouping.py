@@ -46,6 +46,8 @@ PADDING_COST = 1e10
 # Adjust and refine move a joint this far towards the higher neighbour, then by HALF_PIXEL.
 QUARTER_OFFSET = 0.25
 HALF_PIXEL = 0.5
+# refine_poses computes at most this many penalised-map pixels at once (bounds its memory).
+REFINE_CHUNK_ELEMENTS = 1 << 22
 # Columns of a grouped joint row: x, y, value, then the D tag components.
 X, Y, VALUE, FIRST_TAG = 0, 1, 2, 3
 
@@ -140,13 +142,38 @@ class GroupedPoses(NamedTuple):
     scores: np.ndarray
 
 
+def _max_along(maps: torch.Tensor, padding: int, dim: int) -> torch.Tensor:
+    """Maximum over the window [i - padding, i + padding] along ``dim`` (clipped at the ends)."""
+    pooled = maps.clone()
+    size = maps.shape[dim]
+    for shift in range(1, min(padding, size - 1) + 1):
+        lower = pooled.narrow(dim, 0, size - shift)    # position i sees i + shift
+        torch.maximum(lower, maps.narrow(dim, shift, size - shift), out=lower)
+        upper = pooled.narrow(dim, shift, size - shift)    # position i sees i - shift
+        torch.maximum(upper, maps.narrow(dim, 0, size - shift), out=upper)
+    return pooled
+
+
+def window_max(maps: torch.Tensor, kernel: int, padding: int) -> torch.Tensor:
+    """F.max_pool2d(maps, kernel, stride=1, padding=padding) of (N, C, H, W) maps, bit for bit.
+
+    With kernel == 2 * padding + 1 (the size-keeping window) the maximum is taken separably,
+    by shifted element-wise maxima along the rows and then along the columns (max_pool2d's
+    padding never wins a maximum); on the CPU that is 20-40x faster than max_pool2d for a 5x5
+    window. Other windows go to max_pool2d.
+    """
+    if kernel != 2 * padding + 1:
+        return F.max_pool2d(maps, kernel, stride=1, padding=padding)
+    return _max_along(_max_along(maps, padding, 2), padding, 3)
+
+
 def heatmap_nms(heatmaps: torch.Tensor, kernel: int, padding: int) -> torch.Tensor:
     """Zero every pixel of (N, J, H, W) heatmaps that is not the maximum of its window.
 
-    Max-pool with stride 1 and an equality test, as the reference: plateaus keep all their
-    pixels. Runs on the heatmaps' device.
+    Max-pool with stride 1 (``window_max``) and an equality test, as the reference: plateaus
+    keep all their pixels. Runs on the heatmaps' device.
     """
-    pooled = F.max_pool2d(heatmaps, kernel, stride=1, padding=padding)
+    pooled = window_max(heatmaps, kernel, padding)
     return heatmaps * torch.eq(pooled, heatmaps).to(heatmaps.dtype)
 
 
@@ -177,10 +204,12 @@ def top_k_candidates(heatmaps: torch.Tensor, tags: torch.Tensor,
     suppressed = heatmap_nms(heatmaps, params.nms_kernel, params.nms_padding)
     k = min(params.max_num_people, height * width)
     values, index = suppressed.reshape(num_images, num_joints, -1).topk(k, dim=2)
-    tag_dim = tags.shape[-1]
-    flat_tags = tags.reshape(num_images, tags.shape[1], height * width, tag_dim)
-    flat_tags = flat_tags.expand(num_images, num_joints, height * width, tag_dim)
-    tag_k = torch.gather(flat_tags, 2, index.unsqueeze(-1).expand(-1, -1, -1, tag_dim))
+    # One gather per tag component: tags[..., d] flattens without a copy whether the tag maps
+    # are stored component-last or as a permuted view of component-first maps.
+    tag_k = torch.stack([
+        torch.gather(tags[..., component].reshape(num_images, tags.shape[1], height * width)
+                     .expand(num_images, num_joints, height * width), 2, index)
+        for component in range(tags.shape[-1])], dim=3)
     locations = torch.stack((index % width, torch.div(index, width, rounding_mode="floor")), dim=3)
     return Candidates(values.cpu().numpy(), locations.cpu().numpy(), tag_k.cpu().numpy())
 
@@ -219,6 +248,11 @@ class _PersonTable:
         self.unique_ids = unique_ids
         self.joints: list[np.ndarray] = []
         self.tags: list[list[np.ndarray]] = []
+        # Each person's tag vectors summed in the order they were added. With two or more tag
+        # components NumPy's mean of a list of tag vectors (axis 0) adds them one after another,
+        # so sum / count is the reference's mean bit for bit, without a mean call per person and
+        # joint type. (With one component it sums 8 or more pairwise: the lists are averaged.)
+        self.tag_sums: list[np.ndarray] = []
         self.index_of_key: dict[float, int] = {}
 
     def __len__(self) -> int:
@@ -233,19 +267,26 @@ class _PersonTable:
         if person is None:
             person = len(self.joints)
             self.joints.append(np.zeros((self.num_joints, self.row_width)))
-            self.tags.append([])
+            self.tags.append([])    # this list and the sum are set below
+            self.tag_sums.append(tag)
             if not self.unique_ids:
                 self.index_of_key[float(tag[0])] = person
         self.joints[person][joint_type] = row
         self.tags[person] = [tag]
+        self.tag_sums[person] = np.array(tag, copy=True)
 
     def add(self, person: int, joint_type: int, row: np.ndarray, tag: np.ndarray) -> None:
         self.joints[person][joint_type] = row
         self.tags[person].append(tag)
+        self.tag_sums[person] = self.tag_sums[person] + tag
 
     def mean_tags(self, count: int) -> np.ndarray:
         """Mean tags (count, D) of the first ``count`` persons (float32, as the reference)."""
-        return np.array([np.mean(self.tags[person], axis=0) for person in range(count)])
+        if self.tag_sums[0].shape[0] < 2:
+            return np.array([np.mean(self.tags[person], axis=0) for person in range(count)])
+        sums = np.array(self.tag_sums[:count])
+        counts = np.array([len(self.tags[person]) for person in range(count)], dtype=sums.dtype)
+        return sums / counts[:, None]
 
     def poses(self) -> np.ndarray:
         if not self.joints:
@@ -339,43 +380,54 @@ def pose_scores(poses: np.ndarray) -> np.ndarray:
     return np.array([pose[:, VALUE].mean() for pose in poses], dtype=np.float32)
 
 
-def _penalised_argmax(heatmaps: torch.Tensor, tag_components: torch.Tensor,
-                      person_tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per joint type, argmax of heatmap - round(||tag - person_tag||) and the heatmap there.
+def _penalised_argmax(heatmap: torch.Tensor, tag_maps: torch.Tensor,
+                      person_tags: torch.Tensor) -> torch.Tensor:
+    """Per person, the first flat index of the maximum of heatmap - round(||tag - person tag||).
 
-    heatmaps (J, H, W) and tag_components (D, J or 1, H, W) float32 on one device. The distance
-    is built as the reference's NumPy expression evaluates it in float32 (component differences
-    squared, summed in component order, square root, round half to even), so the maximum and
-    its first occurrence in row-major order are the same. Returns best flat indices (J,) and
-    (5, J) heatmap values at the maximum and at its right, left, lower and upper neighbours
-    (clamped), on the CPU.
+    heatmap (H, W) and tag_maps (D, H, W) of one joint type, person_tags (n, D); float32, one
+    device. The distance is built as the reference's NumPy expression evaluates it in float32
+    (component differences squared, summed in component order, square root, round half to
+    even), so the maximum and its first occurrence in row-major order are the same. Returns
+    (n,) int64 on that device.
     """
-    num_joints, height, width = heatmaps.shape
-    person_tag = torch.as_tensor(person_tag, dtype=torch.float32, device=heatmaps.device)
     squared = None
-    for component in range(tag_components.shape[0]):
-        difference = tag_components[component] - person_tag[component]
-        squared = difference * difference if squared is None else squared + difference * difference
-    penalised = heatmaps - torch.round(torch.sqrt(squared))
-    best = penalised.reshape(num_joints, -1).argmax(dim=1)
-    rows, columns = torch.div(best, width, rounding_mode="floor"), best % width
-    joint_types = torch.arange(num_joints, device=heatmaps.device)
-    values = torch.stack([
-        heatmaps[joint_types, rows, columns],
-        heatmaps[joint_types, rows, (columns + 1).clamp(max=width - 1)],
-        heatmaps[joint_types, rows, (columns - 1).clamp(min=0)],
-        heatmaps[joint_types, (rows + 1).clamp(max=height - 1), columns],
-        heatmaps[joint_types, (rows - 1).clamp(min=0), columns],
-    ])
-    return best.cpu().numpy(), values.cpu().numpy()
+    for component in range(tag_maps.shape[0]):
+        difference = tag_maps[component][None] - person_tags[:, component, None, None]
+        difference.mul_(difference)
+        squared = difference if squared is None else squared.add_(difference)
+    penalised = torch.sub(heatmap, squared.sqrt_().round_(), out=squared)
+    return penalised.reshape(person_tags.shape[0], -1).argmax(dim=1)
 
 
 def _tag_components(tags: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """(J, H, W[, D]) tag maps as a contiguous float32 (D, J, H, W) tensor."""
+    """(J, H, W[, D]) tag maps as a contiguous float32 (D, J, H, W) tensor (no copy when the
+    maps already are a component-last view of such a tensor)."""
     tags = torch.as_tensor(tags, dtype=torch.float32)
     if tags.dim() == 3:
         tags = tags.unsqueeze(-1)
     return tags.permute(3, 0, 1, 2).contiguous()
+
+
+def _person_tags(poses: np.ndarray, components: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean tag (P, D) float32 of each person at the truncated positions of its joints with
+    value > 0, averaged as the reference averages its list of tag vectors, and (P,) bool: the
+    person has such a joint (the mean of the others is left 0)."""
+    person_tags = np.zeros((len(poses), components.shape[0]), dtype=np.float32)
+    has_joints = np.zeros(len(poses), dtype=bool)
+    found_person, found_joint = np.nonzero(poses[:, :, VALUE] > 0)
+    if found_person.size == 0:
+        return person_tags, has_joints
+    columns = poses[found_person, found_joint, X].astype(np.int32).astype(np.int64)
+    rows = poses[found_person, found_joint, Y].astype(np.int32).astype(np.int64)
+    tag_rows = np.zeros_like(found_joint) if components.shape[1] == 1 else found_joint
+    index = [torch.as_tensor(a, device=components.device) for a in (tag_rows, rows, columns)]
+    # (n, D) rows in person order, laid out as NumPy lays out the reference's list
+    found_tags = np.ascontiguousarray(components[:, index[0], index[1], index[2]].T.cpu().numpy())
+    persons, starts = np.unique(found_person, return_index=True)
+    for person, person_rows in zip(persons, np.split(found_tags, starts[1:])):
+        person_tags[person] = np.mean(person_rows, axis=0)
+    has_joints[persons] = True
+    return person_tags, has_joints
 
 
 def refine_poses(poses: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
@@ -391,34 +443,54 @@ def refine_poses(poses: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
     only when its current value is 0 and the new value is > 0; its tag columns stay 0. A person
     without any joint of value > 0 (possible only with a negative detection threshold) is
     returned unchanged, where the reference would average an empty list.
+
+    The reference searches every joint type of every person; only the joints at value 0 can be
+    filled, so only those are searched here, all persons lacking one joint type at once.
     """
     refined = np.array(poses, dtype=np.float32, copy=True)
     if len(refined) == 0:
         return refined
     heatmaps = torch.as_tensor(heatmaps, dtype=torch.float32)
-    components = _tag_components(tags).to(heatmaps.device)
+    device = heatmaps.device
+    components = _tag_components(tags).to(device)
     shared_tags = components.shape[1] == 1
-    width = heatmaps.shape[2]
-    for pose in refined:
-        found = np.flatnonzero(pose[:, VALUE] > 0)
-        if found.size == 0:
-            continue
-        columns = torch.as_tensor(pose[found, X].astype(np.int32).astype(np.int64))
-        rows = torch.as_tensor(pose[found, Y].astype(np.int32).astype(np.int64))
-        tag_rows = torch.zeros_like(rows) if shared_tags else torch.as_tensor(found)
-        index = (tag_rows.to(heatmaps.device), rows.to(heatmaps.device),
-                 columns.to(heatmaps.device))
-        found_tags = components[:, index[0], index[1], index[2]].T.cpu().numpy()
-        # (n, D) float32 rows, averaged as the reference averages its list of tag vectors
-        person_tag = np.mean(found_tags, axis=0)
-        best, values = _penalised_argmax(heatmaps, components, person_tag)
-        value, right, left, below, above = values
-        step_x = np.where(right > left, QUARTER_OFFSET, -QUARTER_OFFSET)
-        step_y = np.where(below > above, QUARTER_OFFSET, -QUARTER_OFFSET)
-        fill = (value > 0) & (pose[:, VALUE] == 0)
-        pose[fill, X] = (best % width + HALF_PIXEL + step_x)[fill]
-        pose[fill, Y] = (best // width + HALF_PIXEL + step_y)[fill]
-        pose[fill, VALUE] = value[fill]
+    height, width = heatmaps.shape[1:]
+    person_tags, has_joints = _person_tags(refined, components)
+    pair_person, pair_joint = np.nonzero((refined[:, :, VALUE] == 0) & has_joints[:, None])
+    if pair_person.size == 0:
+        return refined
+    person_tags = torch.from_numpy(person_tags).to(device)
+    chunk = max(1, REFINE_CHUNK_ELEMENTS // (height * width))
+    order, best = [], []
+    for joint_type in np.unique(pair_joint):
+        pairs = np.flatnonzero(pair_joint == joint_type)
+        tag_maps = components[:, 0 if shared_tags else joint_type]
+        for start in range(0, pairs.size, chunk):
+            part = pairs[start:start + chunk]
+            part_tags = person_tags[torch.as_tensor(pair_person[part], device=device)]
+            best.append(_penalised_argmax(heatmaps[joint_type], tag_maps, part_tags))
+            order.append(part)
+    order = np.concatenate(order)
+    pair_person, pair_joint = pair_person[order], pair_joint[order]
+    best = torch.cat(best)
+    rows, columns = torch.div(best, width, rounding_mode="floor"), best % width
+    joint_types = torch.as_tensor(pair_joint, device=device)
+    values = torch.stack([
+        heatmaps[joint_types, rows, columns],
+        heatmaps[joint_types, rows, (columns + 1).clamp(max=width - 1)],
+        heatmaps[joint_types, rows, (columns - 1).clamp(min=0)],
+        heatmaps[joint_types, (rows + 1).clamp(max=height - 1), columns],
+        heatmaps[joint_types, (rows - 1).clamp(min=0), columns],
+    ]).cpu().numpy()
+    best = best.cpu().numpy()
+    value, right, left, below, above = values
+    step_x = np.where(right > left, QUARTER_OFFSET, -QUARTER_OFFSET)
+    step_y = np.where(below > above, QUARTER_OFFSET, -QUARTER_OFFSET)
+    fill = value > 0
+    person, joint = pair_person[fill], pair_joint[fill]
+    refined[person, joint, X] = (best % width + HALF_PIXEL + step_x)[fill]
+    refined[person, joint, Y] = (best // width + HALF_PIXEL + step_y)[fill]
+    refined[person, joint, VALUE] = value[fill]
     return refined
 
 

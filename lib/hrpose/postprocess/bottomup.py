@@ -103,7 +103,8 @@ class MultiScaleMaps(NamedTuple):
     """What the network part of the pipeline gives the grouping.
 
     heatmaps (1, J, H, W) and tags (1, J or 1, H, W, D) on the model's device (D = number of
-    tag maps of scale 1: 1, or 2 with flip); center (2,), scale (2,) and heatmap_size (W, H):
+    tag maps of scale 1: 1, or 2 with flip; a view of (D, 1, J or 1, H, W) storage, so use
+    reshape rather than view on it); center (2,), scale (2,) and heatmap_size (W, H):
     the arguments get_final_preds needs to bring heatmap pixels back to the image.
     """
 
@@ -266,8 +267,8 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
     + ImageNet normalisation). device: where the input goes (default: the model's parameters'
     device, else CPU). Scales are visited largest first. Heatmaps: (orig + flip) / 2 per scale,
     resized to the first (largest) scale's maps unless projected, summed, divided by the
-    number of scales. Tags: the maps of scale 1 (or of the only scale), each (1, J, H, W, 1),
-    concatenated on the last axis.
+    number of scales. Tags: the maps of scale 1 (or of the only scale), each (1, J, H, W),
+    stacked on a last axis (a view of component-first storage).
     """
     transform = normalize_image if transform is None else transform
     device = _model_device(model) if device is None else torch.device(device)
@@ -289,7 +290,7 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
             if current_scale == 1 or single_scale:
                 if final_heatmaps is not None and not params.project2image:
                     tags = [_resize(maps, final_heatmaps.shape[2:]) for maps in tags]
-                tag_list.extend(maps.unsqueeze(4) for maps in tags)
+                tag_list.extend(tags)
             average = (heatmaps[0] + heatmaps[1]) / 2.0 if params.flip_test else heatmaps[0]
             if final_heatmaps is None:
                 final_heatmaps = average
@@ -297,8 +298,12 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
                 final_heatmaps = final_heatmaps + average
             else:
                 final_heatmaps = final_heatmaps + _resize(average, final_heatmaps.shape[2:])
-        final_heatmaps = final_heatmaps / float(len(params.scale_factors))
-        tags = torch.cat(tag_list, dim=4)
+        if len(params.scale_factors) > 1:    # (a division by 1 would change no value)
+            final_heatmaps = final_heatmaps / float(len(params.scale_factors))
+        # The tag maps stacked component-first and viewed component-last: the same values as
+        # concatenating them on a last axis, without interleaving them in memory (the grouping
+        # reads one component at a time).
+        tags = torch.stack(tag_list, dim=0).permute(1, 2, 3, 4, 0)
     if params.backproject_with_base_scale:
         center, scale = base_center, base_scale
     heatmap_size = (int(final_heatmaps.shape[3]), int(final_heatmaps.shape[2]))
