@@ -22,7 +22,7 @@ from ..postprocess.progressive_grouping import (GroupingFunction, count_isolated
                                                 get_grouping_function)
 from ..postprocess.tag_maps import infer_bottom_up_with_maps
 from .device import IMAGE_MEMORY_FORMAT
-from .topdown import _progress
+from .topdown import _progress, optimizer_step
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
             bad = [name for name, value in _loss_terms(losses).items() if not np.isfinite(value)]
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration "
                                      f"{iteration} (non-finite terms: {', '.join(bad) or 'sum'})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if learning_rate is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(global_step)
-        optimizer.step()
+        optimizer_step(optimizer, loss, learning_rate, global_step)
 
         batch = images.shape[0]
         total_loss += loss.item() * batch

@@ -45,6 +45,17 @@ def _loss(criterion: nn.Module, output, target, target_weight) -> torch.Tensor:
     return criterion(output, target, target_weight)
 
 
+def optimizer_step(optimizer, loss: torch.Tensor,
+                   learning_rate: Callable[[int], float] | None, global_step: int) -> None:
+    """Backward, set the scheduled rate of this iteration (when given), update."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if learning_rate is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(global_step)
+    optimizer.step()
+
+
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, device: torch.device,
                     epoch: int, print_freq: int, writer=None, global_step: int = 0,
                     debug: CfgNode | None = None, output_dir: str = "",
@@ -65,12 +76,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
         loss = _loss(criterion, output, target, target_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration {iteration}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if learning_rate is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(global_step)
-        optimizer.step()
+        optimizer_step(optimizer, loss, learning_rate, global_step)
 
         batch = images.shape[0]
         total_loss += loss.item() * batch

@@ -177,7 +177,7 @@ def heatmap_nms(heatmaps: torch.Tensor, kernel: int, padding: int) -> torch.Tens
     return heatmaps * torch.eq(pooled, heatmaps).to(heatmaps.dtype)
 
 
-def _tags_5d(tags: torch.Tensor) -> torch.Tensor:
+def as_tag_vectors(tags: torch.Tensor) -> torch.Tensor:
     """(N, Jt, H, W) or (N, Jt, H, W, D) tag maps as (N, Jt, H, W, D)."""
     if tags.dim() == 4:
         return tags.unsqueeze(-1)
@@ -197,7 +197,7 @@ def top_k_candidates(heatmaps: torch.Tensor, tags: torch.Tensor,
     if heatmaps.dim() != 4:
         raise ValueError(f"heatmaps must be (N, J, H, W), got {tuple(heatmaps.shape)}")
     num_images, num_joints, height, width = heatmaps.shape
-    tags = _tags_5d(tags)
+    tags = as_tag_vectors(tags)
     if tags.shape[0] != num_images or tags.shape[2:4] != heatmaps.shape[2:4] \
             or tags.shape[1] not in (1, num_joints):
         raise ValueError(f"tags {tuple(tags.shape)} do not fit heatmaps {tuple(heatmaps.shape)}")
@@ -501,25 +501,29 @@ def refine_pose(pose: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
 
 
 def group_keypoints(heatmaps: torch.Tensor, tags: torch.Tensor, params: GroupingParams,
-                    assignment: AssignmentSolver = linear_sum_assignment) -> list[GroupedPoses]:
+                    assignment: AssignmentSolver = linear_sum_assignment,
+                    matcher: Callable[..., np.ndarray] | None = None) -> list[GroupedPoses]:
     """Decode a batch: persons and scores per image (HigherHRNet's HeatmapParser.parse).
 
     heatmaps (N, J, H, W) float (the aggregated, un-suppressed maps; any device); tags
     (N, J or 1, H, W) or (N, J or 1, H, W, D). NMS, top-k and refine's per-pixel work run on
     the device; the heatmaps are copied to the CPU once for adjust. Scores are taken after
     adjust and before refine. Coordinates are in heatmap pixels (see bottomup.get_final_preds).
+    matcher(values, locations, tags, params, assignment) -> poses groups one image's candidates;
+    match_by_tag (the fixed joint order) when None.
     """
+    matcher = matcher or match_by_tag
     if heatmaps.shape[1] != params.num_joints:
         raise ValueError(f"heatmaps have {heatmaps.shape[1]} joint channels, "
                          f"the grouping expects {params.num_joints}")
     heatmaps = heatmaps.detach().float()
-    tags = _tags_5d(tags.detach().float())
+    tags = as_tag_vectors(tags.detach().float())
     candidates = top_k_candidates(heatmaps, tags, params)
     heatmaps_cpu = heatmaps.cpu().numpy() if params.adjust else None
     grouped = []
     for image in range(heatmaps.shape[0]):
-        poses = match_by_tag(candidates.values[image], candidates.locations[image],
-                             candidates.tags[image], params, assignment)
+        poses = matcher(candidates.values[image], candidates.locations[image],
+                        candidates.tags[image], params, assignment)
         if params.adjust:
             poses = adjust_poses(poses, heatmaps_cpu[image])
         scores = pose_scores(poses)

@@ -47,12 +47,8 @@ from .ae_grouping import (
     AssignmentSolver,
     GroupedPoses,
     GroupingParams,
-    adjust_poses,
     group_keypoints,
     matching_cost,
-    pose_scores,
-    refine_poses,
-    top_k_candidates,
 )
 
 GroupingFunction = Callable[..., list[GroupedPoses]]
@@ -181,12 +177,9 @@ def progressive_match(values: np.ndarray, locations: np.ndarray, tags: np.ndarra
     return ProgressiveMatch(persons.poses(), tuple(visit_order))
 
 
-def _tags_5d(tags: torch.Tensor) -> torch.Tensor:
-    if tags.dim() == 4:
-        return tags.unsqueeze(-1)
-    if tags.dim() != 5:
-        raise ValueError(f"tags must be (N, J, H, W) or (N, J, H, W, D), got {tuple(tags.shape)}")
-    return tags
+def _progressive_poses(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
+                       params: GroupingParams, assignment: AssignmentSolver) -> np.ndarray:
+    return progressive_match(values, locations, tags, params, assignment).poses
 
 
 def group_keypoints_progressive(heatmaps: torch.Tensor, tags: torch.Tensor,
@@ -199,24 +192,7 @@ def group_keypoints_progressive(heatmaps: torch.Tensor, tags: torch.Tensor,
     tags (N, J or 1, H, W) or (N, J or 1, H, W, D); poses in heatmap pixels, adjusted, scored
     (mean joint value, before refine), refined, as params says.
     """
-    if heatmaps.shape[1] != params.num_joints:
-        raise ValueError(f"heatmaps have {heatmaps.shape[1]} joint channels, "
-                         f"the grouping expects {params.num_joints}")
-    heatmaps = heatmaps.detach().float()
-    tags = _tags_5d(tags.detach().float())
-    candidates = top_k_candidates(heatmaps, tags, params)
-    heatmaps_cpu = heatmaps.cpu().numpy() if params.adjust else None
-    grouped = []
-    for image in range(heatmaps.shape[0]):
-        poses = progressive_match(candidates.values[image], candidates.locations[image],
-                                  candidates.tags[image], params, assignment).poses
-        if params.adjust:
-            poses = adjust_poses(poses, heatmaps_cpu[image])
-        scores = pose_scores(poses)
-        if params.refine:
-            poses = refine_poses(poses, heatmaps[image], tags[image])
-        grouped.append(GroupedPoses(poses, scores))
-    return grouped
+    return group_keypoints(heatmaps, tags, params, assignment, matcher=_progressive_poses)
 
 
 # TEST.GROUPING -> decoder with group_keypoints' signature.
