@@ -20,7 +20,7 @@ from ..postprocess.ae_grouping import GroupingParams
 from ..postprocess.bottomup import BottomUpTestParams, coco_keypoint_results, infer_bottom_up
 from ..postprocess.progressive_grouping import (GroupingFunction, count_isolated_keypoints,
                                                 get_grouping_function)
-from ..postprocess.tag_maps import infer_bottom_up_with_maps
+from ..postprocess.tag_maps import BottomUpWithMaps, infer_bottom_up_with_maps
 from .device import IMAGE_MEMORY_FORMAT
 from .topdown import _progress, optimizer_step
 
@@ -109,6 +109,20 @@ def grouping_function(cfg: CfgNode) -> GroupingFunction:
     return get_grouping_function(cfg.TEST.GROUPING)
 
 
+def infer_image(cfg: CfgNode, model: nn.Module, image: np.ndarray, pipeline: BottomUpTestParams,
+                grouping: GroupingParams, group: GroupingFunction, device: torch.device,
+                keep_maps: bool = False) -> BottomUpWithMaps:
+    """The persons of one whole image (H, W, 3 uint8, in DATASET.COLOR_RGB's channel order).
+
+    TEST.GROUPING 'fixed' without keep_maps goes through postprocess.bottomup.infer_bottom_up,
+    anything else through postprocess.tag_maps.infer_bottom_up_with_maps (the same persons for
+    'fixed'); maps is None unless kept. The validation loop and apis.PosePredictor both call this.
+    """
+    if cfg.TEST.GROUPING == "fixed" and not keep_maps:
+        return BottomUpWithMaps(infer_bottom_up(model, image, pipeline, grouping, device), None)
+    return infer_bottom_up_with_maps(model, image, pipeline, grouping, group, device)
+
+
 def first_item(batch):
     """Test items are whole images of different sizes: one per step, not collated."""
     return batch[0]
@@ -124,11 +138,7 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
     group = grouping_function(cfg)
     results, num_images, isolated = [], 0, 0
     for image, meta in _progress(loader, "test", len(loader)):
-        if cfg.TEST.GROUPING == "fixed":
-            prediction = infer_bottom_up(model, image, pipeline, grouping, device)
-        else:
-            prediction = infer_bottom_up_with_maps(model, image, pipeline, grouping, group,
-                                                   device).prediction
+        prediction = infer_image(cfg, model, image, pipeline, grouping, group, device).prediction
         results += coco_keypoint_results(prediction.poses, prediction.scores, meta["image_id"])
         isolated += count_isolated_keypoints(prediction.poses, cfg.TEST.DETECTION_THRESHOLD)
         num_images += 1

@@ -115,6 +115,36 @@ def predict_heatmaps(model: nn.Module, images: torch.Tensor, flip_index: np.ndar
     return (heatmaps + flipped) * 0.5
 
 
+def decode_poses(cfg: CfgNode, heatmaps: torch.Tensor, center: np.ndarray,
+                 scale: np.ndarray) -> np.ndarray:
+    """Poses (N, K, 3) float64 (x, y in image pixels, confidence) of a batch's heatmaps.
+
+    center, scale (N, 2): the crop boxes the batch was cut from. The decoder is TEST.DECODER's,
+    the coordinate convention DATASET.COORD_CONVENTION's. The validation loop and
+    apis.PosePredictor both decode through here.
+    """
+    coords, maxvals = decode_heatmaps(heatmaps, cfg.TEST)
+    image_coords = transform_preds(coords.cpu().numpy().astype(np.float64),
+                                   np.asarray(center, dtype=np.float64),
+                                   np.asarray(scale, dtype=np.float64), cfg.MODEL.HEATMAP_SIZE,
+                                   cfg.DATASET.COORD_CONVENTION)
+    return np.concatenate([image_coords, maxvals.cpu().numpy().astype(np.float64)], 2)
+
+
+def select_poses(cfg: CfgNode, poses: np.ndarray, box_scores: np.ndarray, scales: np.ndarray,
+                 image_ids: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Person scores and the poses that survive per-image OKS-NMS: (kept indices, scores (N,)).
+
+    Score = mean keypoint confidence above TEST.IN_VIS_THRE times the box score; NMS with
+    TEST.OKS_THRE (soft with TEST.SOFT_NMS) on the padded box areas. The validation loop and
+    apis.PosePredictor both select through here.
+    """
+    scores = rescore_poses(poses[:, :, 2], box_scores, cfg.TEST.IN_VIS_THRE)
+    keep = nms_per_image(poses, scores, box_areas(scales), image_ids, cfg.TEST.OKS_THRE, sigmas,
+                         soft=cfg.TEST.SOFT_NMS)
+    return keep, scores
+
+
 @torch.no_grad()
 def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
                   criterion: nn.Module | None = None, output_dir: str = "") -> dict:
@@ -122,7 +152,6 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
     model.eval()
     dataset = loader.dataset
     flip_index = dataset.keypoint_info.flip_index if cfg.TEST.FLIP_TEST else None
-    heatmap_size = cfg.MODEL.HEATMAP_SIZE
     poses, centers, scales, box_scores, image_ids, indices = [], [], [], [], [], []
     total_loss, total_samples = 0.0, 0
     for iteration, (images, target, target_weight, meta) in enumerate(
@@ -136,12 +165,9 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
             loss = criterion(heatmaps, target.to(device), target_weight.to(device))
             total_loss += loss.item() * images.shape[0]
             total_samples += images.shape[0]
-        coords, maxvals = decode_heatmaps(heatmaps, cfg.TEST)
         center = meta["center"].numpy().astype(np.float64)
         scale = meta["scale"].numpy().astype(np.float64)
-        image_coords = transform_preds(coords.cpu().numpy().astype(np.float64), center, scale,
-                                       heatmap_size, cfg.DATASET.COORD_CONVENTION)
-        poses.append(np.concatenate([image_coords, maxvals.cpu().numpy().astype(np.float64)], 2))
+        poses.append(decode_poses(cfg, heatmaps, center, scale))
         centers.append(center)
         scales.append(scale)
         box_scores.append(meta["score"].numpy().astype(np.float64))
@@ -172,10 +198,8 @@ def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: s
         return name_values, name_values["Mean"]
 
     info = dataset.keypoint_info
-    scores = rescore_poses(poses[:, :, 2], predictions["box_scores"], cfg.TEST.IN_VIS_THRE)
-    areas = box_areas(predictions["scales"])
-    keep = nms_per_image(poses, scores, areas, predictions["image_ids"], cfg.TEST.OKS_THRE,
-                         info.sigmas_array, soft=cfg.TEST.SOFT_NMS)
+    keep, scores = select_poses(cfg, poses, predictions["box_scores"], predictions["scales"],
+                                predictions["image_ids"], info.sigmas_array)
     results = coco_results(poses[keep], scores[keep], predictions["image_ids"][keep],
                            predictions["centers"][keep], predictions["scales"][keep])
     results_file = os.path.join(output_dir, "results", f"keypoints_{image_set}_results.json")

@@ -1,0 +1,14 @@
+"""High-level inference: PosePredictor (one picture -> persons), person box sources, the video demo.
+
+    from hrpose.apis import PosePredictor
+    predictor = PosePredictor.from_config("experiments/....yaml", "model.pth")
+    persons = predictor(cv2.imread("people.jpg"), boxes=[[x, y, w, h]])  # BGR in, image pixels out
+"""
+
+from .boxes import DetectionFile, TorchvisionPersonDetector, person_box_source
+from .predictor import Person, PosePredictor, Prediction
+from .video import DemoOutputs, open_frame_source, run_inference_demo
+
+__all__ = ["DemoOutputs", "DetectionFile", "Person", "PosePredictor", "Prediction",
+           "TorchvisionPersonDetector", "open_frame_source", "person_box_source",
+           "run_inference_demo"]

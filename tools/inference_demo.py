@@ -1,0 +1,93 @@
+"""Poses on a video, a camera or images: an annotated video, frames and one pose file.
+
+  python tools/inference_demo.py --cfg FILE (--videoFile VIDEO | --image PATH | --camera INDEX)
+      [--outputDir DIR] [--inferenceFps 10] [--visthre 0.3] [--boxes detections.json |
+      --detector-weights models/pytorch/detection/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth]
+      [--box-thre 0.5] [--write-frames] [--write-maps] [--format json|csv] [--max-frames N]
+      TEST.MODEL_FILE model.pth [KEY VALUE ...]
+
+Writes <outputDir>/<name>_pose.mp4 (codec mp4v; video and camera inputs),
+<outputDir>/<name>_poses.json or .csv (every processed frame: frame number, timestamp in
+seconds, persons with keypoints, score and box), frames/ (annotated JPEGs; with --write-frames,
+always for images) and maps/ (bottom-up heatmaps and tag maps, --write-maps). Top-down models
+need person boxes: a COCO-format detection file (image_id = frame index for a video, the numeric
+file name or list position for images) or torchvision's Faster R-CNN weights (never downloaded).
+"""
+
+import argparse
+import logging
+import os
+
+from hrpose.apis.boxes import DEFAULT_BOX_THRESHOLD, person_box_source
+from hrpose.apis.predictor import PosePredictor
+from hrpose.apis.video import (DEFAULT_INFERENCE_FPS, DEFAULT_VISUALIZATION_THRESHOLD,
+                               OUTPUT_FORMATS, open_frame_source, run_inference_demo)
+from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
+from hrpose.engine.device import select_device
+from hrpose.engine.run_dir import setup_logging
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--videoFile", help="video file to process")
+    source.add_argument("--image", help="an image file, a folder of images, or a .txt list of "
+                                        "image paths (relative to the list's folder)")
+    source.add_argument("--camera", type=int, metavar="INDEX",
+                        help="OpenCV camera index (stop with Ctrl-C or --max-frames)")
+    parser.add_argument("--outputDir", default="",
+                        help="output folder (default <OUTPUT_DIR>/inference_demo)")
+    parser.add_argument("--inferenceFps", type=float, default=DEFAULT_INFERENCE_FPS,
+                        help="process every round(video fps / this)-th frame; 0: every frame "
+                             "(default %(default)s)")
+    parser.add_argument("--visthre", type=float, default=DEFAULT_VISUALIZATION_THRESHOLD,
+                        help="persons scoring below this are not drawn or written "
+                             "(default %(default)s)")
+    parser.add_argument("--boxes", metavar="DETECTIONS_JSON",
+                        help="top-down: person boxes from a COCO-format detection results file")
+    parser.add_argument("--detector-weights", metavar="PATH",
+                        help="top-down: torchvision fasterrcnn_resnet50_fpn COCO weights, "
+                             "kept under models/pytorch/detection/")
+    parser.add_argument("--box-thre", type=float, default=DEFAULT_BOX_THRESHOLD,
+                        help="person boxes scoring below this are dropped (default %(default)s)")
+    parser.add_argument("--write-frames", action="store_true",
+                        help="also write each annotated frame as a JPEG under frames/")
+    parser.add_argument("--write-maps", action="store_true",
+                        help="bottom-up: write heatmap and tag-map images per frame under maps/")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="json",
+                        help="pose file format (default %(default)s)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N",
+                        help="stop after N processed frames")
+    add_config_arguments(parser)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = config_from_args(args)
+    output_dir = args.outputDir or os.path.join(cfg.OUTPUT_DIR, "inference_demo")
+    setup_logging()
+    source = open_frame_source(args.videoFile, args.image, args.camera, args.inferenceFps,
+                               args.max_frames)
+    setup_logging(os.path.join(output_dir, "inference_demo.log"))
+    try:
+        device = select_device(cfg)
+        boxes = person_box_source(cfg, args.boxes, args.detector_weights, args.box_thre, device)
+        predictor = PosePredictor.from_config(cfg, device=device, box_source=boxes)
+    except BaseException:
+        source.close()
+        raise
+    outputs = run_inference_demo(predictor, source, output_dir, args.visthre,
+                                 write_frames=args.write_frames, write_maps=args.write_maps,
+                                 output_format=args.format, config_file=args.cfg)
+    logger = logging.getLogger("hrpose.inference_demo")
+    logger.info("poses: %s", outputs.poses_file)
+    for label, path in (("video", outputs.video_file), ("frames", outputs.frames_dir),
+                        ("maps", outputs.maps_dir)):
+        if path:
+            logger.info("%s: %s", label, path)
+
+
+if __name__ == "__main__":
+    run_cli(main)
