@@ -1,4 +1,9 @@
-"""The demo on the built-in synthetic dataset: python tools/demo.py --cfg FILE [KEY VALUE ...]."""
+"""The demo on the built-in synthetic dataset: python tools/demo.py --cfg FILE [KEY VALUE ...].
+
+Trains the experiment, validates it, draws its predictions on a few val images (demo_images/),
+then runs the trained model on a short video made of the first val images and writes the
+annotated video and the poses of every frame (demo_video/).
+"""
 
 import argparse
 import logging
@@ -9,16 +14,19 @@ from hrpose.engine.run_dir import create_run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
     paths = create_run(cfg, args.cfg, "demo")
-    best, drawn = run_demo(cfg, paths)
+    result = run_demo(cfg, paths, config_file=args.cfg)
     logger = logging.getLogger("hrpose.demo")
-    logger.info("demo finished: best AP %.3f; run folder %s", best, paths.output_dir)
-    logger.info("predicted skeletons drawn on %d images under %s/demo_images", len(drawn),
-                paths.output_dir)
+    logger.info("demo finished: best AP %.3f; run folder %s", result.best, paths.output_dir)
+    logger.info("predicted skeletons drawn on %d images under %s/demo_images",
+                len(result.drawn_images), paths.output_dir)
+    logger.info("annotated video: %s", result.annotated_video)
+    logger.info("poses: %s", result.poses_file)
 
 
 if __name__ == "__main__":
