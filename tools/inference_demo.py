@@ -4,6 +4,7 @@
       [--outputDir DIR] [--inferenceFps 10] [--visthre 0.3] [--boxes detections.json |
       --detector-weights models/pytorch/detection/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth]
       [--box-thre 0.5] [--write-frames] [--write-maps] [--format json|csv] [--max-frames N]
+      [--track] [--smooth [--smooth-min-cutoff 1.0] [--smooth-beta 0.03]]
       TEST.MODEL_FILE model.pth [KEY VALUE ...]
 
 Writes <outputDir>/<name>_pose.mp4 (codec mp4v; video and camera inputs),
@@ -12,14 +13,21 @@ seconds, persons with keypoints, score and box), frames/ (annotated JPEGs; with 
 always for images) and maps/ (bottom-up heatmaps and tag maps, --write-maps). Top-down models
 need person boxes: a COCO-format detection file (image_id = frame index for a video, the numeric
 file name or list position for images) or torchvision's Faster R-CNN weights (never downloaded).
+
+--track gives every person a track_id (JSON key, CSV column) by OKS matching to the persons of
+the previous frames, and draws it in a colour per track; --smooth (which turns --track on)
+smooths each track's joints over time with a One-Euro filter, so the drawn and written
+keypoints are the smoothed ones.
 """
 
 import argparse
 import logging
+import math
 import os
 
 from hrpose.apis.boxes import DEFAULT_BOX_THRESHOLD, person_box_source
 from hrpose.apis.predictor import PosePredictor
+from hrpose.apis.tracking import DEFAULT_BETA, DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_MIN_CUTOFF
 from hrpose.apis.video import (DEFAULT_INFERENCE_FPS, DEFAULT_VISUALIZATION_THRESHOLD,
                                OUTPUT_FORMATS, open_frame_source, run_inference_demo)
 from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
@@ -59,8 +67,33 @@ def parse_args() -> argparse.Namespace:
                         help="pose file format (default %(default)s)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
                         help="stop after N processed frames")
+    parser.add_argument("--track", action="store_true",
+                        help="give every person a track_id (OKS matching to the previous "
+                             "frames' persons), written to the pose file and drawn")
+    parser.add_argument("--smooth", action="store_true",
+                        help="smooth each track's joints over time with a One-Euro filter "
+                             f"(turns --track on); joints scored below "
+                             f"{DEFAULT_KEYPOINT_THRESHOLD} pass through unfiltered")
+    parser.add_argument("--smooth-min-cutoff", type=float, default=DEFAULT_MIN_CUTOFF,
+                        metavar="HZ",
+                        help="One-Euro cutoff frequency of a still joint, in Hz: lower is "
+                             "smoother but lags more; 1 Hz about halves the jitter of a still "
+                             "joint at 10 processed frames/s, more at higher rates "
+                             "(default %(default)s)")
+    parser.add_argument("--smooth-beta", type=float, default=DEFAULT_BETA, metavar="BETA",
+                        help="One-Euro speed coefficient, in Hz per pixel/s: the cutoff grows "
+                             "by this times a joint's speed, so moving joints lag less; "
+                             "0.03 gives 4 Hz at 100 px/s (a slow arm swing in a 720p video), "
+                             "so a joint lags about 4 px instead of 16; pixel speeds grow with "
+                             "the resolution, so halve it for 1440p (default %(default)s)")
     add_config_arguments(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not (math.isfinite(args.smooth_min_cutoff) and args.smooth_min_cutoff > 0):
+        parser.error(f"--smooth-min-cutoff must be a positive number of Hz, got "
+                     f"{args.smooth_min_cutoff}")
+    if not (math.isfinite(args.smooth_beta) and args.smooth_beta >= 0):
+        parser.error(f"--smooth-beta must be zero or positive, got {args.smooth_beta}")
+    return args
 
 
 def main() -> None:
@@ -80,7 +113,10 @@ def main() -> None:
         raise
     outputs = run_inference_demo(predictor, source, output_dir, args.visthre,
                                  write_frames=args.write_frames, write_maps=args.write_maps,
-                                 output_format=args.format, config_file=args.cfg)
+                                 output_format=args.format, config_file=args.cfg,
+                                 track=args.track, smooth=args.smooth,
+                                 smooth_min_cutoff=args.smooth_min_cutoff,
+                                 smooth_beta=args.smooth_beta)
     logger = logging.getLogger("hrpose.inference_demo")
     logger.info("poses: %s", outputs.poses_file)
     for label, path in (("video", outputs.video_file), ("frames", outputs.frames_dir),

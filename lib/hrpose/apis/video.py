@@ -12,6 +12,11 @@ subsampled as the originals' demo did (every round(video fps / inference fps)-th
 - ``<name>_poses.json`` (or ``.csv``): every processed frame with its frame number and timestamp
   (seconds) and its persons as COCO keypoint result entries plus the person box.
 
+Two video extras, both off by default (apis.tracking): ``track`` gives every written person a
+``track_id`` (OKS matching to the persons of the previous frames) and draws it in a colour of its
+own; ``smooth`` (which turns tracking on) runs each track's joints through a One-Euro filter, so
+the drawn and written keypoints are the smoothed ones.
+
 The pose file and the video are written under temporary names and renamed when complete, so an
 error leaves no half-written output; Ctrl-C (the way to stop a camera) ends the run cleanly with
 what was processed so far.
@@ -28,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -42,6 +47,8 @@ from ..evaluation.results import to_json_compatible
 from ..postprocess.tag_maps import render_heatmap, render_tag_map, warp_to_image
 from ..utils.vis import draw_poses, save_image
 from .predictor import Person, PosePredictor
+from .tracking import (DEFAULT_BETA, DEFAULT_MAX_AGE, DEFAULT_MIN_CUTOFF, DEFAULT_OKS_THRESHOLD,
+                       PoseTracker, TrackSmoother)
 
 logger = logging.getLogger(__name__)
 
@@ -335,9 +342,9 @@ class AnnotatedVideoWriter:
             os.remove(self.temporary)
 
 
-def csv_header(keypoint_names) -> list[str]:
-    columns = ["frame", "timestamp", "image", "person", "score", "box_x", "box_y", "box_w",
-               "box_h"]
+def csv_header(keypoint_names, tracked: bool = False) -> list[str]:
+    columns = ["frame", "timestamp", "image", "person", *(["track_id"] if tracked else []),
+               "score", "box_x", "box_y", "box_w", "box_h"]
     for name in keypoint_names:
         columns += [f"{name}_x", f"{name}_y", f"{name}_score"]
     return columns
@@ -345,7 +352,8 @@ def csv_header(keypoint_names) -> list[str]:
 
 def write_pose_file(path: str, records: list[dict], header: dict, output_format: str) -> str:
     """The poses of every processed frame as JSON ({...header, frames: [...]}) or CSV (one row
-    per person with its frame number and timestamp; frames without persons have no row)."""
+    per person with its frame number and timestamp; frames without persons have no row; a
+    track_id column when the header has 'tracking')."""
     if output_format == "json":
         payload = to_json_compatible({**header, "frames": records})
         with atomic_write(path, "w") as handle:
@@ -356,11 +364,13 @@ def write_pose_file(path: str, records: list[dict], header: dict, output_format:
                         f"{', '.join(OUTPUT_FORMATS)}")
     with atomic_write(path, "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(csv_header(header["keypoint_names"]))
+        tracked = "tracking" in header
+        writer.writerow(csv_header(header["keypoint_names"], tracked))
         for record in records:
             timestamp = "" if record["timestamp"] is None else f"{record['timestamp']:.6f}"
             for number, person in enumerate(record["persons"]):
                 row = [record["frame"], timestamp, record["image"] or "", number,
+                       *([person["track_id"]] if tracked else []),
                        repr(person["score"]), *map(repr, person["bbox"])]
                 row += [repr(value) for value in person["keypoints"]]
                 writer.writerow(row)
@@ -405,15 +415,69 @@ def _write_maps(folder: str, name: str, image: np.ndarray, maps) -> None:
     save_image(os.path.join(folder, f"{name}_tags.jpg"), tags)
 
 
+class PersonTracking:
+    """The demo's --track / --smooth step: track ids for the persons of consecutive frames and,
+    with smooth, their keypoints One-Euro filtered per track (apis.tracking).
+
+    tracking(persons, timestamp) -> (persons, track ids): the persons are the same ones, or
+    copies with smoothed keypoints (scores and boxes unchanged); timestamp in seconds.
+    """
+
+    def __init__(self, sigmas, smooth: bool = False, min_cutoff: float = DEFAULT_MIN_CUTOFF,
+                 beta: float = DEFAULT_BETA, oks_threshold: float = DEFAULT_OKS_THRESHOLD,
+                 max_age: int = DEFAULT_MAX_AGE):
+        self.tracker = PoseTracker(sigmas, oks_threshold, max_age)
+        self.smoother = TrackSmoother(min_cutoff, beta) if smooth else None
+
+    def __call__(self, persons: list[Person], timestamp: float
+                 ) -> tuple[list[Person], list[int]]:
+        num_joints = self.tracker.sigmas.shape[0]
+        poses = np.zeros((len(persons), num_joints, 3))
+        boxes = np.zeros((len(persons), 4))
+        for n, person in enumerate(persons):
+            poses[n], boxes[n] = person.keypoints, person.box
+        ids = self.tracker.update(poses, boxes)
+        if self.smoother is not None:
+            smoothed = self.smoother(ids, poses, timestamp)
+            self.smoother.retain(self.tracker.track_ids)
+            persons = [replace(person, keypoints=pose) for person, pose in zip(persons, smoothed)]
+        return persons, [int(i) for i in ids]
+
+    def describe(self) -> dict:
+        """The settings, for the pose file's header."""
+        tracker = self.tracker
+        header = {"tracking": {"oks_threshold": tracker.oks_threshold,
+                               "max_age": tracker.max_age,
+                               "keypoint_threshold": tracker.keypoint_threshold}}
+        if self.smoother is not None:
+            header["smoothing"] = {"filter": "one_euro", "min_cutoff": self.smoother.min_cutoff,
+                                   "beta": self.smoother.beta,
+                                   "d_cutoff": self.smoother.d_cutoff,
+                                   "keypoint_threshold": self.smoother.keypoint_threshold}
+        return header
+
+
+def _frame_time(frame: Frame, source: FrameSource) -> float:
+    """The frame's timestamp in seconds; for images, its position at the source's (or the
+    fallback) frame rate."""
+    if frame.timestamp is not None:
+        return frame.timestamp
+    return frame.index / (source.output_fps or FALLBACK_FPS)
+
+
 def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir: str,
                        visualization_threshold: float = DEFAULT_VISUALIZATION_THRESHOLD,
                        write_video: bool = True, write_frames: bool = False,
                        write_maps: bool = False, output_format: str = "json",
-                       config_file: str = "") -> DemoOutputs:
+                       config_file: str = "", track: bool = False, smooth: bool = False,
+                       smooth_min_cutoff: float = DEFAULT_MIN_CUTOFF,
+                       smooth_beta: float = DEFAULT_BETA) -> DemoOutputs:
     """Run predictor over source and write the outputs described in the module docstring.
 
     Persons scoring below visualization_threshold are neither drawn nor written. Image sources
-    write annotated images (frames/) instead of a video.
+    write annotated images (frames/) instead of a video. track: a track_id per person (JSON key,
+    CSV column) drawn on the frames; smooth (implies track): One-Euro smoothing per track with
+    smooth_min_cutoff (Hz) and smooth_beta (Hz per pixel/second).
     """
     if output_format not in OUTPUT_FORMATS:
         raise DataError(f"unknown pose file format {output_format!r}; use one of "
@@ -432,6 +496,9 @@ def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir
         video = AnnotatedVideoWriter(os.path.join(output_dir, f"{source.name}_pose{VIDEO_SUFFIX}"),
                                      source.output_fps or FALLBACK_FPS)
     info = predictor.keypoint_info
+    tracking = None
+    if track or smooth:
+        tracking = PersonTracking(info.sigmas_array, smooth, smooth_min_cutoff, smooth_beta)
     records: list[dict] = []
     frame_files: list[str] = []
     used_names: set[str] = set()
@@ -445,11 +512,18 @@ def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir
                 prediction = predictor.predict(frame.image, image_id=frame.image_id,
                                                keep_maps=write_maps)
                 persons = [p for p in prediction.persons if p.score >= visualization_threshold]
+                track_ids = None
+                if tracking is not None:
+                    persons, track_ids = tracking(persons, _frame_time(frame, source))
+                results = [p.to_result(frame.image_id) for p in persons]
+                for result, track_id in zip(results, track_ids or []):
+                    result["track_id"] = track_id
                 records.append({"frame": frame.index, "timestamp": frame.timestamp,
                                 "image": frame.name, "image_id": frame.image_id,
-                                "persons": [p.to_result(frame.image_id) for p in persons]})
+                                "persons": results})
                 num_persons += len(persons)
-                drawn = _draw(frame.image, persons, info, draw_boxes=not predictor.bottom_up)
+                drawn = _draw(frame.image, persons, info, draw_boxes=not predictor.bottom_up,
+                              track_ids=track_ids)
                 if video is not None:
                     video.write(drawn)
                 name = _frame_file_name(frame, used_names)
@@ -470,7 +544,8 @@ def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir
                   "skeleton": [list(pair) for pair in info.skeleton],
                   "output_fps": source.output_fps,
                   "visualization_threshold": visualization_threshold,
-                  "num_frames": len(records)}
+                  "num_frames": len(records),
+                  **(tracking.describe() if tracking is not None else {})}
         video_file = video.finish() if video is not None else None
         write_pose_file(poses_file, records, header, output_format)
     except BaseException:
@@ -487,13 +562,51 @@ def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir
     return outputs
 
 
-def _draw(image: np.ndarray, persons: list[Person], info, draw_boxes: bool) -> np.ndarray:
-    """The picture with the persons' skeletons and, for top-down models, their boxes."""
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A BGR colour per track id: hues a golden-ratio turn apart, so that ids close in number
+    (tracks started close in time) get clearly different colours."""
+    hue = int(round((track_id * 0.6180339887498949) % 1.0 * 180)) % 180
+    bgr = cv2.cvtColor(np.array([[[hue, 220, 255]]], dtype=np.uint8), cv2.COLOR_HSV2BGR)
+    return tuple(int(c) for c in bgr[0, 0])
+
+
+def _label_anchor(person: Person, draw_boxes: bool) -> tuple[int, int]:
+    """Top-left corner of the person box (top-down) or of its drawn joints (bottom-up)."""
+    if draw_boxes:
+        return int(round(person.box[0])), int(round(person.box[1]))
+    shown = person.keypoints[person.keypoints[:, 2] > KEYPOINT_DRAW_THRESHOLD]
+    joints = shown if len(shown) else person.keypoints
+    return int(round(joints[:, 0].min())), int(round(joints[:, 1].min()))
+
+
+def _draw_track_label(canvas: np.ndarray, text: str, anchor: tuple[int, int],
+                      color: tuple[int, int, int]) -> None:
+    """The text in black on a box of the colour, above anchor (inside the picture)."""
+    scale = max(0.35, max(canvas.shape[:2]) / 1000)
+    thickness = max(1, int(round(scale * 1.5)))
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale,
+                                                thickness)
+    x = min(max(anchor[0], 0), max(canvas.shape[1] - width - 2, 0))
+    y = min(max(anchor[1], height + baseline + 2), canvas.shape[0] - 1)
+    cv2.rectangle(canvas, (x, y - height - baseline - 2), (x + width + 2, y), color, -1)
+    cv2.putText(canvas, text, (x + 1, y - baseline - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (0, 0, 0), thickness, cv2.LINE_AA)
+
+
+def _draw(image: np.ndarray, persons: list[Person], info, draw_boxes: bool,
+          track_ids: list[int] | None = None) -> np.ndarray:
+    """The picture with the persons' skeletons and, for top-down models, their boxes; with
+    track ids, each box in its track's colour and the id written at its top-left corner."""
     if not persons:
         return image.copy()
     poses = np.stack([person.keypoints for person in persons])
     canvas = draw_poses(image, poses, info, KEYPOINT_DRAW_THRESHOLD)
-    for person in persons if draw_boxes else []:
-        x, y, w, h = (int(round(v)) for v in person.box)
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 255, 0), 1)
+    for n, person in enumerate(persons):
+        color = (0, 255, 0) if track_ids is None else track_color(track_ids[n])
+        if draw_boxes:
+            x, y, w, h = (int(round(v)) for v in person.box)
+            cv2.rectangle(canvas, (x, y), (x + w, y + h), color, 1)
+        if track_ids is not None:
+            _draw_track_label(canvas, str(track_ids[n]), _label_anchor(person, draw_boxes),
+                              color)
     return canvas
