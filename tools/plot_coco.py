@@ -1,0 +1,58 @@
+"""Draw a COCO keypoint results file over its images, optionally with the ground truth.
+
+    python tools/plot_coco.py --results output/.../results/keypoints_val2017_results.json \\
+        --annotations data/coco/annotations/person_keypoints_val2017.json \\
+        --images data/coco/images/val2017 --output output/plots --max-images 50 --with-gt
+
+Writes <output>/<image id, 12 digits>.jpg for each image id of the results (with --with-gt also
+for each image with annotated keypoints), in id order. Predictions: one colour per limb, white
+joints, the person score above the head; ground truth: green, hollow joints. --dataset picks the
+skeleton (the keypoint count must fit it).
+"""
+
+import argparse
+
+from hrpose.datasets.metadata import KEYPOINT_INFO
+from hrpose.engine.cli import run_cli
+from hrpose.utils.plot import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_SCORE_THRESHOLD, load_results,
+                               plot_coco_results)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", required=True, help="COCO keypoint results JSON")
+    parser.add_argument("--annotations", required=True,
+                        help="the split's COCO annotation JSON (image file names; ground truth)")
+    parser.add_argument("--images", required=True,
+                        help="folder the annotation file's image file names are relative to")
+    parser.add_argument("--output", required=True, help="folder to write the drawn images to")
+    parser.add_argument("--dataset", default="coco", choices=sorted(KEYPOINT_INFO),
+                        help="whose skeleton to draw (default coco)")
+    parser.add_argument("--score-thre", type=float, default=DEFAULT_SCORE_THRESHOLD,
+                        help=f"draw persons scoring at least this (default "
+                             f"{DEFAULT_SCORE_THRESHOLD})")
+    parser.add_argument("--keypoint-thre", type=float, default=DEFAULT_KEYPOINT_THRESHOLD,
+                        help=f"draw keypoints whose confidence is above this (default "
+                             f"{DEFAULT_KEYPOINT_THRESHOLD})")
+    parser.add_argument("--max-images", type=int, default=0,
+                        help="draw at most this many images, the lowest ids first (default 0: all)")
+    parser.add_argument("--with-gt", action="store_true",
+                        help="also draw the annotated keypoints (green)")
+    parser.add_argument("--no-scores", action="store_true", help="do not print person scores")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    written = plot_coco_results(load_results(args.results), args.annotations, args.images,
+                                args.output, KEYPOINT_INFO[args.dataset],
+                                score_threshold=args.score_thre,
+                                keypoint_threshold=args.keypoint_thre,
+                                max_images=args.max_images, with_gt=args.with_gt,
+                                show_scores=not args.no_scores, show_progress=True)
+    print(f"wrote {len(written)} images to {args.output}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
