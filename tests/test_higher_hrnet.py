@@ -272,7 +272,9 @@ def test_every_bottom_up_experiment_loads_and_builds(cfg_path):
 
 
 def test_bottom_up_experiment_set():
-    assert len(BOTTOM_UP_EXPERIMENTS) == 9
+    # Nine HigherHRNet / plain bottom-up experiments and four HAE ones.
+    assert len(BOTTOM_UP_EXPERIMENTS) == 13
+    assert sum(path.endswith("_hae.yaml") for path in BOTTOM_UP_EXPERIMENTS) == 4
     crowd = load_config(CROWD_FROM_COCO)
     assert crowd.MODEL.NUM_JOINTS == 14
     assert list(crowd.MODEL.EXTRA.PRETRAINED_LAYERS) == [
