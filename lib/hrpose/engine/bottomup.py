@@ -21,6 +21,7 @@ from ..postprocess.bottomup import BottomUpTestParams, coco_keypoint_results, in
 from ..postprocess.progressive_grouping import (GroupingFunction, count_isolated_keypoints,
                                                 get_grouping_function)
 from ..postprocess.tag_maps import BottomUpWithMaps, infer_bottom_up_with_maps
+from .debug import save_bottomup_debug_images
 from .device import IMAGE_MEMORY_FORMAT
 from .topdown import _progress, optimizer_step
 
@@ -78,6 +79,9 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
             logger.info("Epoch: [%d][%d/%d]  loss %.6f (avg %.6f)  %s  %.1f images/s", epoch,
                         iteration, len(loader), loss.item(), total_loss / total_samples, terms,
                         total_samples / max(elapsed, 1e-9))
+            if debug is not None:
+                save_bottomup_debug_images(debug, os.path.join(output_dir, f"train_{iteration}"),
+                                           images, heatmaps, joints, outputs)
     return total_loss / max(total_samples, 1), global_step
 
 
