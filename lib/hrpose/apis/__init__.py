@@ -7,8 +7,9 @@
 
 from .boxes import DetectionFile, TorchvisionPersonDetector, person_box_source
 from .predictor import Person, PosePredictor, Prediction
+from .tracking import OneEuroFilter, PoseTracker, TrackSmoother
 from .video import DemoOutputs, open_frame_source, run_inference_demo
 
-__all__ = ["DemoOutputs", "DetectionFile", "Person", "PosePredictor", "Prediction",
-           "TorchvisionPersonDetector", "open_frame_source", "person_box_source",
-           "run_inference_demo"]
+__all__ = ["DemoOutputs", "DetectionFile", "OneEuroFilter", "Person", "PosePredictor",
+           "PoseTracker", "Prediction", "TorchvisionPersonDetector", "TrackSmoother",
+           "open_frame_source", "person_box_source", "run_inference_demo"]
