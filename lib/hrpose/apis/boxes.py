@@ -11,7 +11,6 @@ the user supplies.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from yacs.config import CfgNode
 from ..config.model_extras import is_bottom_up
 from ..engine.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
 from ..errors import DataError, DataFileNotFoundError
-from ..utils.io import read_json
+from ..datasets.coco_format import read_person_detections
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +63,6 @@ def as_box_array(boxes, default_score: float = 1.0) -> np.ndarray:
     return array[(array[:, 2] > 0) & (array[:, 3] > 0)]
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 class DetectionFile:
     """Person boxes from a COCO-format detection results file.
 
@@ -79,29 +74,14 @@ class DetectionFile:
     def __init__(self, path: str, score_threshold: float = DEFAULT_BOX_THRESHOLD):
         self.path = path
         self.score_threshold = score_threshold
-        entries = read_json(path, "person detection",
-                            "a COCO-format detection results JSON: a list of {image_id, bbox, "
-                            "score, category_id} entries")
-        if not isinstance(entries, list):
-            raise DataError(f"detection file '{path}' must hold a JSON list of {{image_id, bbox, "
-                            f"score, category_id}} entries, not a {type(entries).__name__}")
+        detections = read_person_detections(path, "a COCO-format detection results JSON: a "
+                                                  "list of {image_id, bbox, score, category_id} "
+                                                  "entries")
         by_image: dict[int, list[list[float]]] = defaultdict(list)
-        total = 0
-        for position, entry in enumerate(entries):
-            if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
-                raise DataError(f"detection file '{path}': entry {position} is not an "
-                                f"{{image_id, bbox, score, category_id}} object")
-            bbox, score = entry["bbox"], entry.get("score", 1.0)
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_number, bbox))
-                    and _number(score) and isinstance(entry["image_id"], int)):
-                raise DataError(f"detection file '{path}': entry {position} needs an integer "
-                                f"image_id, a bbox of four numbers [x, y, w, h] and a numeric "
-                                f"score; got {entry!r}")
-            if entry.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
-                continue
-            total += 1
-            if score >= score_threshold:
-                by_image[entry["image_id"]].append([*map(float, bbox), float(score)])
+        for detection in detections:
+            if detection["score"] >= score_threshold:
+                by_image[detection["image_id"]].append([*detection["bbox"], detection["score"]])
+        total = len(detections)
         self._boxes = {image_id: as_box_array(rows) for image_id, rows in by_image.items()}
         kept = sum(len(rows) for rows in self._boxes.values())
         logger.info("%d of %d person boxes in %s score >= %s (%d images or frames)", kept, total,

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -118,19 +119,45 @@ def ground_truth_records(coco: COCO, images_dir: str, num_joints: int, aspect_ra
     return records
 
 
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_person_detections(path: str, hint: str) -> list[dict]:
+    """The person entries {image_id, bbox [x, y, w, h], score} of a COCO-format detection results
+    file, checked entry by entry (score defaults to 1, category_id to person; other categories
+    are dropped). hint says where the file should come from when it is missing."""
+    entries = read_json(path, "person detection", hint)
+    if not isinstance(entries, list):
+        raise DataError(f"detection file '{path}' must hold a JSON list of {{image_id, bbox, "
+                        f"score, category_id}} entries, not a {type(entries).__name__}")
+    people = []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
+            raise DataError(f"detection file '{path}': entry {position} is not an "
+                            f"{{image_id, bbox, score, category_id}} object")
+        bbox, score = entry["bbox"], entry.get("score", 1.0)
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_finite_number, bbox))
+                and _finite_number(score) and isinstance(entry["image_id"], int)):
+            raise DataError(f"detection file '{path}': entry {position} needs an integer "
+                            f"image_id, a bbox of four numbers [x, y, w, h] and a numeric "
+                            f"score; got {entry!r}")
+        if entry.get("category_id", PERSON_CATEGORY_ID) == PERSON_CATEGORY_ID:
+            people.append({"image_id": entry["image_id"], "bbox": [float(v) for v in bbox],
+                           "score": float(score)})
+    return people
+
+
 def detection_records(coco: COCO, images_dir: str, detection_file: str, num_joints: int,
                       aspect_ratio: float, convention: str, score_threshold: float) -> list[dict]:
     """One record per person box of a detector's COCO-format results with score >= threshold."""
-    detections = read_json(detection_file, "person detection",
-                           "set TEST.COCO_BBOX_FILE, or TEST.USE_GT_BBOX True to test on "
-                           "ground-truth boxes")
-    if not isinstance(detections, list):
-        raise DataError(f"detection file '{detection_file}' must hold a list of "
-                         f"{{image_id, category_id, bbox, score}} entries")
+    detections = read_person_detections(detection_file,
+                                        "set TEST.COCO_BBOX_FILE, or TEST.USE_GT_BBOX True to "
+                                        "test on ground-truth boxes")
     known_images = set(coco.getImgIds())
     records = []
     for detection in detections:
-        if detection.get("category_id") != PERSON_CATEGORY_ID or detection["score"] < score_threshold:
+        if detection["score"] < score_threshold:
             continue
         image_id = detection["image_id"]
         if image_id not in known_images:
