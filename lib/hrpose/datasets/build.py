@@ -28,6 +28,15 @@ def split_source(cfg: CfgNode, is_train: bool) -> tuple[str, str, str]:
             cfg.DATASET.TEST_ROOT or cfg.DATASET.ROOT, cfg.DATASET.TEST_SET)
 
 
+def checked_keypoint_info(cfg: CfgNode, name: str):
+    """The keypoint metadata of dataset name, after checking MODEL.NUM_JOINTS fits it."""
+    keypoint_info = get_keypoint_info(name)
+    if keypoint_info.num_keypoints != cfg.MODEL.NUM_JOINTS:
+        raise DataError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but dataset '{name}' has "
+                        f"{keypoint_info.num_keypoints} keypoints")
+    return keypoint_info
+
+
 def topdown_records(cfg: CfgNode, is_train: bool) -> tuple[list[dict], dict]:
     """Person records of a split and what evaluation needs to know about it."""
     name, root, image_set = split_source(cfg, is_train)
@@ -55,10 +64,7 @@ def topdown_records(cfg: CfgNode, is_train: bool) -> tuple[list[dict], dict]:
 def build_topdown_dataset(cfg: CfgNode, is_train: bool) -> TopDownDataset:
     """The training or test split of cfg.DATASET as a TopDownDataset with an `evaluation` dict."""
     name, root, image_set = split_source(cfg, is_train)
-    keypoint_info = get_keypoint_info(name)
-    if keypoint_info.num_keypoints != cfg.MODEL.NUM_JOINTS:
-        raise DataError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but dataset '{name}' has "
-                        f"{keypoint_info.num_keypoints} keypoints")
+    keypoint_info = checked_keypoint_info(cfg, name)
     records, evaluation = topdown_records(cfg, is_train)
     if not records:
         raise DataError(f"no person samples in {name} split '{image_set}' under '{root}'")
@@ -82,10 +88,7 @@ def build_topdown_dataset(cfg: CfgNode, is_train: bool) -> TopDownDataset:
 def build_bottomup_dataset(cfg: CfgNode, is_train: bool) -> BottomUpDataset:
     """The training or test split of cfg.DATASET as whole images for a bottom-up model."""
     name, root, image_set = split_source(cfg, is_train)
-    keypoint_info = get_keypoint_info(name)
-    if keypoint_info.num_keypoints != cfg.MODEL.NUM_JOINTS:
-        raise DataError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but dataset '{name}' has "
-                        f"{keypoint_info.num_keypoints} keypoints")
+    keypoint_info = checked_keypoint_info(cfg, name)
     augmentation = BottomUpAugmentation(
         max_rotation=cfg.DATASET.MAX_ROTATION, min_scale=cfg.DATASET.MIN_SCALE,
         max_scale=cfg.DATASET.MAX_SCALE, scale_type=cfg.DATASET.SCALE_TYPE,

@@ -64,20 +64,23 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
                                      f"{iteration} (non-finite terms: {', '.join(bad) or 'sum'})")
         optimizer_step(optimizer, loss, learning_rate, global_step)
 
-        batch = images.shape[0]
-        total_loss += loss.item() * batch
+        batch, loss_value = images.shape[0], loss.item()
+        total_loss += loss_value * batch
         total_samples += batch
         global_step += 1
-        bar.set_postfix(loss=f"{loss.item():.6f}")
+        bar.set_postfix(loss=f"{loss_value:.6f}")
+        printing = iteration % print_freq == 0 or iteration == len(loader) - 1
+        # Each term is a host sync: read them once, and only when they are written somewhere.
+        terms = _loss_terms(losses) if writer is not None or printing else {}
         if writer is not None:
-            writer.add_scalar("train_loss", loss.item(), global_step)
-            for name, value in _loss_terms(losses).items():
+            writer.add_scalar("train_loss", loss_value, global_step)
+            for name, value in terms.items():
                 writer.add_scalar(f"train/{name}", value, global_step)
-        if iteration % print_freq == 0 or iteration == len(loader) - 1:
+        if printing:
             elapsed = time.monotonic() - started
-            terms = "  ".join(f"{name} {value:.3e}" for name, value in _loss_terms(losses).items())
             logger.info("Epoch: [%d][%d/%d]  loss %.6f (avg %.6f)  %s  %.1f images/s", epoch,
-                        iteration, len(loader), loss.item(), total_loss / total_samples, terms,
+                        iteration, len(loader), loss_value, total_loss / total_samples,
+                        "  ".join(f"{name} {value:.3e}" for name, value in terms.items()),
                         total_samples / max(elapsed, 1e-9))
             if debug is not None:
                 save_bottomup_debug_images(debug, os.path.join(output_dir, f"train_{iteration}"),

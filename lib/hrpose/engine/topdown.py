@@ -78,17 +78,17 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration {iteration}")
         optimizer_step(optimizer, loss, learning_rate, global_step)
 
-        batch = images.shape[0]
-        total_loss += loss.item() * batch
+        batch, loss_value = images.shape[0], loss.item()
+        total_loss += loss_value * batch
         total_samples += batch
         global_step += 1
-        bar.set_postfix(loss=f"{loss.item():.6f}")
+        bar.set_postfix(loss=f"{loss_value:.6f}")
         if writer is not None:
-            writer.add_scalar("train_loss", loss.item(), global_step)
+            writer.add_scalar("train_loss", loss_value, global_step)
         if iteration % print_freq == 0 or iteration == len(loader) - 1:
             elapsed = time.monotonic() - started
             logger.info("Epoch: [%d][%d/%d]  loss %.6f (avg %.6f)  %.1f samples/s", epoch,
-                        iteration, len(loader), loss.item(), total_loss / total_samples,
+                        iteration, len(loader), loss_value, total_loss / total_samples,
                         total_samples / max(elapsed, 1e-9))
             if debug is not None:
                 save_debug_images(debug, os.path.join(output_dir, f"train_{iteration}"), images,
