@@ -390,7 +390,7 @@ def test_eval_build_ignores_pretrained_and_unknown_name_is_named():
         build(W32_256, "MODEL.PRETRAINED", "missing.pth")
     cfg = get_default_config()
     cfg.MODEL.NAME = "pose_unknown"
-    known = "pose_hourglass, pose_hrnet, pose_hrnext, pose_resnet"
+    known = "pose_hourglass, pose_hrnet, pose_hrnet_regression, pose_hrnext, pose_resnet"
     with pytest.raises(ConfigError, match=f"pose_unknown.*{known}"):
         build_model(cfg, is_train=False)
 

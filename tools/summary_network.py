@@ -1,4 +1,5 @@
-"""Print a model's parameters, true multiply-adds and its paper's GFLOPs figure for an experiment."""
+"""Print a model's parameters, true multiply-adds and its paper's GFLOPs figure for an experiment
+(and the paper's parameter count where its tool counted shared or re-run layers again)."""
 
 import argparse
 import os

@@ -104,17 +104,55 @@ def _pose_higher_hrnet_extra() -> CN:
     return extra
 
 
+def _stn_head(channels: int, dilations) -> CN:
+    """Parallel branches of STN (adaptive-convolution) blocks, one per dilation."""
+    head = CN()
+    head.BLOCK = ["STNBLOCK"] * len(dilations)
+    head.NUM_BLOCKS = [1] * len(dilations)
+    head.NUM_CHANNELS = [channels] * len(dilations)
+    head.DILATION_RATE = list(dilations)
+    return head
+
+
+def _pose_hrnet_regression_extra() -> CN:
+    """The 2020 heatmap-guided regression network, W32: the HRNet-W32 trunk with all four
+    branches leaving stage 4, three heatmap branches of STN blocks (dilations 1, 2, 3; their
+    convolution weights shared) and one 256-channel STN branch for offsets and the centre."""
+    extra = _pose_hrnet_extra()
+    extra.PRETRAINED_LAYERS = ["*"]
+    extra.MULTI_LEVEL_OUTPUT_HEATMAP = _stn_head(32, [1, 2, 3])
+    extra.MULTI_LEVEL_OUTPUT_REGRESSION = _stn_head(256, [1])
+    return extra
+
+
+def _pose_higher_hrnet_regression_extra() -> CN:
+    """The regression network with one 1/2-resolution heatmap step (the reference released it
+    at W48: widths 48, 96, 192, 384, heads and DECONV.NUM_CHANNELS 48)."""
+    extra = _pose_hrnet_regression_extra()
+    extra.DECONV = CN()
+    # Exactly one step; its input is the heatmap features with the mean 1/4-resolution heatmaps.
+    extra.DECONV.NUM_DECONVS = 1
+    extra.DECONV.NUM_CHANNELS = [32]
+    extra.DECONV.KERNEL_SIZE = [4]
+    extra.DECONV.NUM_BASIC_BLOCKS = 1
+    extra.DECONV.CAT_OUTPUT = [True]
+    return extra
+
+
 MODEL_EXTRAS = {
     "pose_hrnet": _pose_hrnet_extra,
     "pose_resnet": _pose_resnet_extra,
     "pose_hourglass": _pose_hourglass_extra,
     "pose_hrnext": _pose_hrnext_extra,
     "pose_higher_hrnet": _pose_higher_hrnet_extra,
+    "pose_hrnet_regression": _pose_hrnet_regression_extra,
+    "pose_higher_hrnet_regression": _pose_higher_hrnet_regression_extra,
 }
 
 # Models that find every person in the whole image at once (DATASET.INPUT_SIZE / OUTPUT_SIZE,
 # LOSS.NUM_STAGES, grouping); every other MODEL.NAME is top-down (MODEL.IMAGE_SIZE, person boxes).
-BOTTOM_UP_MODELS = frozenset({"pose_higher_hrnet"})
+BOTTOM_UP_MODELS = frozenset({"pose_higher_hrnet", "pose_hrnet_regression",
+                              "pose_higher_hrnet_regression"})
 
 
 def is_bottom_up(model_name: str) -> bool:

@@ -9,22 +9,40 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.ops import DeformConv2d
 
 from ..config.model_extras import is_bottom_up
 
-# Operators whose FLOPs count as multiply-adds of a convolution (also transposed) or a linear layer.
-_CONV_AND_LINEAR_OPS = frozenset({"convolution", "_convolution", "addmm", "mm"})
+# Operators whose FLOPs count as multiply-adds of a convolution (also transposed and deformable)
+# or a linear layer.
+_CONV_AND_LINEAR_OPS = frozenset({"convolution", "_convolution", "addmm", "mm", "deform_conv2d"})
 
 # Layer types whose every call is recorded for the paper conventions.
-_RECORDED_LAYERS = {nn.Conv2d: "conv", nn.ConvTranspose2d: "conv_transpose", nn.Linear: "linear"}
+_RECORDED_LAYERS = {nn.Conv2d: "conv", nn.ConvTranspose2d: "conv_transpose",
+                    DeformConv2d: "deform_conv", nn.Linear: "linear"}
+# Normalisation layers: no multiply-adds of note, but the 2020 regression repo's tool counts their
+# parameters at every call.
+_RECORDED_NORMS = (nn.BatchNorm2d,)
+
+
+def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape, **kwargs) -> int:
+    """FLOPs of torchvision's deform_conv2d as of a plain convolution with the same kernel:
+    2 x (output elements) x (input channels per group x kernel taps); bilinear sampling is not
+    counted, as the reference tools do not count it either."""
+    return 2 * math.prod(out_shape) * math.prod(weight_shape[1:])
+
+
+# torch.utils.flop_counter knows no torchvision operator; this teaches it the deformable one.
+_CUSTOM_FLOP_FORMULAS = {torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops}
 
 
 @dataclass(frozen=True)
 class LayerCall:
-    """One call of a convolution or linear layer during the measured forward pass (batch 1)."""
+    """One call of a convolution, linear or BatchNorm layer during the measured forward pass
+    (batch 1)."""
 
     name: str
-    kind: str  # "conv", "conv_transpose" or "linear"
+    kind: str  # "conv", "conv_transpose", "deform_conv", "linear" or "batch_norm"
     weight_numel: int
     num_params: int
     input_shape: tuple[int, ...]
@@ -36,9 +54,10 @@ class Complexity:
     """What one forward pass of one image costs."""
 
     params: int  # trainable parameters, each counted once
-    macs: int  # true multiply-adds of convolutions, transposed convolutions and linear layers
+    macs: int  # true multiply-adds of convolutions (transposed, deformable) and linear layers
     input_size: tuple[int, int]  # (height, width)
-    layer_calls: tuple[LayerCall, ...]
+    layer_calls: tuple[LayerCall, ...]  # convolutions (all kinds) and linear layers
+    norm_calls: tuple[LayerCall, ...] = ()  # BatchNorm layers
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -58,24 +77,28 @@ def measure_complexity(model: nn.Module, input_size: tuple[int, int]) -> Complex
     device = next(model.parameters()).device
     image = torch.zeros(1, 3, height, width, device=device)
     calls: list[LayerCall] = []
+    norm_calls: list[LayerCall] = []
 
-    def record(name: str, kind: str):
+    def record(name: str, kind: str, into: list[LayerCall]):
         def hook(module: nn.Module, inputs, output) -> None:
-            calls.append(LayerCall(name=name, kind=kind, weight_numel=module.weight.numel(),
-                                   num_params=sum(p.numel() for p in module.parameters()),
-                                   input_shape=tuple(inputs[0].shape),
-                                   output_shape=tuple(output.shape)))
+            into.append(LayerCall(name=name, kind=kind, weight_numel=module.weight.numel(),
+                                  num_params=sum(p.numel() for p in module.parameters()),
+                                  input_shape=tuple(inputs[0].shape),
+                                  output_shape=tuple(output.shape)))
         return hook
 
     handles = []
     for name, module in model.named_modules():
         kind = _RECORDED_LAYERS.get(type(module))
         if kind is not None:
-            handles.append(module.register_forward_hook(record(name, kind)))
+            handles.append(module.register_forward_hook(record(name, kind, calls)))
+        elif isinstance(module, _RECORDED_NORMS):
+            handles.append(module.register_forward_hook(record(name, "batch_norm", norm_calls)))
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False,
+                                              custom_mapping=_CUSTOM_FLOP_FORMULAS) as counter:
             model(image)
     finally:
         model.train(was_training)
@@ -85,13 +108,15 @@ def measure_complexity(model: nn.Module, input_size: tuple[int, int]) -> Complex
     flops = sum(count for op, count in counter.get_flop_counts()["Global"].items()
                 if op.__name__ in _CONV_AND_LINEAR_OPS)
     return Complexity(params=count_parameters(model), macs=flops // 2,
-                      input_size=(height, width), layer_calls=tuple(calls))
+                      input_size=(height, width), layer_calls=tuple(calls),
+                      norm_calls=tuple(norm_calls))
 
 
 def output_grid_macs(complexity: Complexity) -> int:
     """Multiply-adds as the forward hooks of the HRNet-family summary tools count them: every
-    convolution, transposed ones included, as weight numel x output H x W, so a stride-2 transposed
-    convolution counts 4x its real work; a linear layer as its real multiply-adds."""
+    convolution, transposed and deformable ones included, as weight numel x output H x W, so a
+    stride-2 transposed convolution counts 4x its real work; a linear layer as its real
+    multiply-adds. A layer called twice counts twice."""
     total = 0
     for call in complexity.layer_calls:
         if call.kind == "linear":
@@ -110,6 +135,14 @@ def higher_hrnet_gflops(complexity: Complexity) -> float:
     """HigherHRNet (its get_model_summary): the same output-grid hook count, / 1e9. W32 at 512:
     46.20e9 true multiply-adds, 47.86 by this count (the 1/2-resolution deconvolution counted 4x)."""
     return output_grid_macs(complexity) / 1e9
+
+
+def per_call_params(complexity: Complexity) -> int:
+    """Parameters as the 2020 regression repo's get_model_summary adds them up: those of every
+    convolution (also deformable and transposed), BatchNorm and linear layer, once per call. So
+    the heatmap branches' shared weights count once per branch, and a layer run three times
+    (pose_hrnet's transition_cls, final_layers[0]) three times (reference/bottomup.md 11)."""
+    return sum(call.num_params for call in complexity.layer_calls + complexity.norm_calls)
 
 
 def hrnext_gflops(complexity: Complexity) -> float:
@@ -131,6 +164,8 @@ class FlopConvention:
     name: str
     description: str
     gflops: Callable[[Complexity], float]
+    # The paper's parameter count where its tool counted differently from the unique count.
+    params: Callable[[Complexity], int] | None = None
 
 
 FLOP_CONVENTIONS: dict[str, FlopConvention] = {
@@ -146,6 +181,13 @@ FLOP_CONVENTIONS: dict[str, FlopConvention] = {
         name="hrnext",
         description="conv multiply-adds incl. the per-sample dynamic convs (flop counter), / 1e9",
         gflops=hrnext_gflops),
+    "hrnet_bottom_up": FlopConvention(
+        name="hrnet_bottom_up",
+        description="forward hooks on conv/deform conv/deconv/linear, deconv on its output grid, "
+                    "/ 1e9; every call counted, its parameters (with BatchNorm's) too",
+        # The 2020 repo's get_model_summary is HigherHRNet's; its deformable convolutions'
+        # class name contains "Conv", so they are counted like the others. W32 512: 64.9.
+        gflops=higher_hrnet_gflops, params=per_call_params),
 }
 
 # MODEL.NAME -> the convention of the paper that model's experiments belong to.
@@ -155,6 +197,8 @@ CONVENTION_BY_MODEL: dict[str, str] = {
     "pose_hourglass": "hrnet_repo",  # DARK's hourglass, measured with DARK's copy of that tool
     "pose_hrnext": "hrnext",
     "pose_higher_hrnet": "higher_hrnet",
+    "pose_hrnet_regression": "hrnet_bottom_up",
+    "pose_higher_hrnet_regression": "hrnet_bottom_up",
 }
 
 
@@ -183,10 +227,11 @@ class SummaryRow:
     experiment: str
     model_name: str
     input_size: tuple[int, int]  # (height, width)
-    params: int
+    params: int  # unique parameters
     macs: int
     paper_gflops: float
     convention: str
+    paper_params: int | None = None  # the paper's parameter count, where its convention differs
 
 
 def summarize(model: nn.Module, model_name: str, input_size: tuple[int, int],
@@ -194,21 +239,27 @@ def summarize(model: nn.Module, model_name: str, input_size: tuple[int, int],
     """Measure model and express the result both as true MACs and in its paper's convention."""
     complexity = measure_complexity(model, input_size)
     convention = paper_convention(model_name)
+    paper_params = convention.params(complexity) if convention.params is not None else None
     return SummaryRow(experiment=experiment, model_name=model_name, input_size=input_size,
                       params=complexity.params, macs=complexity.macs,
-                      paper_gflops=convention.gflops(complexity), convention=convention.name)
+                      paper_gflops=convention.gflops(complexity), convention=convention.name,
+                      paper_params=paper_params)
 
 
 def format_summary_table(rows: list[SummaryRow]) -> str:
     """A plain-text table: experiment, model, input (HxW, as experiment names and papers write it),
-    params (M), true GMACs, paper GFLOPs and the convention's name."""
-    header = ("experiment", "model", "input (HxW)", "params (M)", "true GMACs", "paper GFLOPs",
-              "convention")
+    params (M, each tensor once), true GMACs, the paper's params (M) when some row's convention
+    counts them differently, paper GFLOPs and the convention's name."""
+    with_paper_params = any(row.paper_params is not None for row in rows)
+    header = ("experiment", "model", "input (HxW)", "params (M)", "true GMACs",
+              *(("paper params (M)",) if with_paper_params else ()), "paper GFLOPs", "convention")
     lines = [header]
     for row in rows:
         height, width = row.input_size
+        paper_params = "-" if row.paper_params is None else f"{row.paper_params / 1e6:.3f}"
         lines.append((row.experiment or "-", row.model_name, f"{height}x{width}",
-                      f"{row.params / 1e6:.3f}", f"{row.macs / 1e9:.2f}", f"{row.paper_gflops:.2f}",
+                      f"{row.params / 1e6:.3f}", f"{row.macs / 1e9:.2f}",
+                      *((paper_params,) if with_paper_params else ()), f"{row.paper_gflops:.2f}",
                       row.convention))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     rendered = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()

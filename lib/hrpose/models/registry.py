@@ -12,6 +12,7 @@ from ..config import ConfigError
 from .backbones.higher_hrnet import pose_higher_hrnet
 from .backbones.hourglass import pose_hourglass
 from .backbones.hrnet import pose_hrnet
+from .backbones.hrnet_regression import pose_higher_hrnet_regression, pose_hrnet_regression
 from .backbones.hrnext import pose_hrnext
 from .backbones.resnet import pose_resnet
 
@@ -26,6 +27,8 @@ MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "pose_hourglass": pose_hourglass,
     "pose_hrnext": pose_hrnext,
     "pose_higher_hrnet": pose_higher_hrnet,
+    "pose_hrnet_regression": pose_hrnet_regression,
+    "pose_higher_hrnet_regression": pose_higher_hrnet_regression,
 }
 
 
