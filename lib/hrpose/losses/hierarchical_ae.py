@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -74,15 +75,25 @@ def check_keypoint_groups(groups: Sequence[Sequence[int]],
     return checked
 
 
+class GroupTable(NamedTuple):
+    """``hae_loss``'s lookup tables for G groups of K keypoint types."""
+
+    group_of_type: torch.Tensor  # (K,) int64: the type's group, G for a type in no group
+    group_sizes: torch.Tensor  # (G + 1,) int64: full group sizes, 0 for "no group"
+    can_flag: torch.Tensor  # (F,) int64: the groups with 5+ members
+
+
 def group_table(groups: Sequence[Sequence[int]], num_joints: int,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(group index of each keypoint type (K,) int64, len(groups) = none; group sizes (G,))."""
+                device: torch.device | str | None = None) -> GroupTable:
+    """The lookup tables of ``groups`` (checked) on ``device``."""
     groups = check_keypoint_groups(groups, num_joints)
-    table = torch.full((num_joints,), len(groups), dtype=torch.long)
+    group_of_type = torch.full((num_joints,), len(groups), dtype=torch.long)
     for g, group in enumerate(groups):
-        table[list(group)] = g
-    sizes = torch.tensor([len(group) for group in groups], dtype=torch.long)
-    return table.to(device), sizes.to(device)
+        group_of_type[list(group)] = g
+    sizes = torch.tensor([len(group) for group in groups] + [0], dtype=torch.long)
+    # With m <= 4 members Q1 and Q3 are the minimum and the maximum, so no fence can flag one.
+    can_flag = torch.nonzero(sizes >= 5).flatten()
+    return GroupTable(group_of_type.to(device), sizes.to(device), can_flag.to(device))
 
 
 def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float) -> torch.Tensor:
@@ -144,8 +155,7 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
         raise ValueError("HAE needs at least one keypoint group (use ae_loss without groups)")
     if table is None:
         table = group_table(groups, num_joints, flat.device)
-    group_of_type, group_sizes = table
-    num_groups = group_sizes.shape[0]
+    num_groups = table.group_sizes.shape[0] - 1
 
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
@@ -154,28 +164,37 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
     visible = joints[..., 1] > 0  # (N, M, J): slot j of a person, not keypoint type j
     keypoint_type = torch.div(index, flat.shape[1] // num_joints, rounding_mode="floor")
     keypoint_type = keypoint_type.clamp(0, num_joints - 1)
-    slot_group = group_of_type[keypoint_type]  # (N, M, J), num_groups = no group
-    # Membership (N, M, G, J): slot j of person m is a visible member of group g.
-    group_ids = torch.arange(num_groups, device=flat.device)[:, None]
-    members = (slot_group[:, :, None, :] == group_ids) & visible[:, :, None, :]
-    member_weight = members.to(flat.dtype)
+    slot_group = torch.take(table.group_of_type, keypoint_type)  # (N, M, J), G = no group
+    grouped = visible & (slot_group < num_groups)
+    grouped_weight = grouped.to(flat.dtype)
 
     count = visible.sum(dim=2).to(flat.dtype)  # (N, M)
     present = count > 0
     instance_mean = (gathered * visible).sum(dim=2) / count.clamp(min=1)
-    instance_spread = ((gathered - instance_mean[..., None]).pow(2) * visible).sum(dim=2)
-    keypoint_to_instance = num_joints * instance_spread / count.clamp(min=1)  # (N, M)
-    group_count = member_weight.sum(dim=3)  # (N, M, G)
-    group_mean = (member_weight * gathered[:, :, None, :]).sum(dim=3) / group_count.clamp(min=1)
+    # Every term is a sum over slots, so each slot carries its own group's mean and visible
+    # count (gathered back from per-group sums) instead of a (N, M, G, J) membership tensor.
+    group_sum = gathered.new_zeros(batch, num_people, num_groups + 1).scatter_add(
+        2, slot_group, gathered * grouped_weight)
+    with torch.no_grad():
+        group_count = torch.zeros_like(group_sum).scatter_add_(2, slot_group, grouped_weight)
+        slot_count = group_count.gather(2, slot_group).clamp(min=1)  # (N, M, J)
+    slot_group_mean = group_sum.gather(2, slot_group) / slot_count
 
-    squared = (gathered[:, :, None, :] - group_mean[..., None]).pow(2) * member_weight
-    if focal_pull:
-        outliers = tukey_outliers(gathered, members, focal_fence)
-        squared = squared * (1.0 + (focal_weight - 1.0) * outliers.to(flat.dtype))
-    keypoint_to_group = (squared.sum(dim=3) / group_count.clamp(min=1)
-                         * group_sizes.to(flat.dtype)).sum(dim=2)  # (N, M)
-    group_to_instance = ((instance_mean[..., None] - group_mean).pow(2)
-                         * (group_count > 0)).sum(dim=2)  # (N, M)
+    pull_weight = grouped_weight / slot_count
+    to_group = (gathered - slot_group_mean).pow(2) * torch.take(table.group_sizes, slot_group)
+    if focal_pull and table.can_flag.numel():
+        members = (slot_group[:, :, None, :] == table.can_flag[:, None]) & visible[:, :, None, :]
+        outliers = tukey_outliers(gathered, members, focal_fence).any(dim=2)
+        to_group = to_group * (1.0 + (focal_weight - 1.0) * outliers.to(flat.dtype))
+    keypoint_to_group = (to_group * pull_weight).sum(dim=2)  # (N, M)
+    # sum over a person's groups of (m_n - m_ng)^2, spread evenly over each group's members.
+    group_to_instance = ((instance_mean[..., None] - slot_group_mean).pow(2)
+                         * pull_weight).sum(dim=2)  # (N, M)
+    if weights[0]:
+        spread = ((gathered - instance_mean[..., None]).pow(2) * visible).sum(dim=2)
+        keypoint_to_instance = num_joints * spread / count.clamp(min=1)  # (N, M)
+    else:
+        keypoint_to_instance = torch.zeros_like(instance_mean)
 
     people = present.sum(dim=1).to(flat.dtype)
     per_person = (weights[0] * keypoint_to_instance + weights[1] * keypoint_to_group
@@ -232,19 +251,19 @@ class HierarchicalAELoss(nn.Module):
         self.focal_fence = float(focal_fence)
         self.focal_weight = float(focal_weight)
         if self.groups:
-            group_of_type, group_sizes = group_table(self.groups, self.num_joints)
+            table = group_table(self.groups, self.num_joints)
         else:
             logger.warning("no keypoint groups for this dataset: the hierarchical tag loss falls "
                            "back to plain associative embedding")
-            group_of_type = group_sizes = torch.zeros(0, dtype=torch.long)
-        self.register_buffer("group_of_type", group_of_type, persistent=False)
-        self.register_buffer("group_sizes", group_sizes, persistent=False)
+            table = GroupTable(*(torch.zeros(0, dtype=torch.long) for _ in GroupTable._fields))
+        for name, tensor in table._asdict().items():
+            self.register_buffer(name, tensor, persistent=False)
 
     def forward(self, tags: torch.Tensor,
                 joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.groups:
             return ae_loss(tags, joints, self.loss_type)
-        table = (self.group_of_type.to(tags.device), self.group_sizes.to(tags.device))
+        table = GroupTable(*(getattr(self, name).to(tags.device) for name in GroupTable._fields))
         return hae_loss(tags, joints, self.groups, self.loss_type, self.pull_weights,
                         self.focal_pull, self.focal_fence, self.focal_weight, table)
 
