@@ -318,7 +318,11 @@ def test_single_scale_aggregation_equals_the_single_scale_path(flip, project2ima
     size = (128, 192) if project2image else (64, 96)
     assert maps.heatmaps.shape == (1, J) + size
     assert maps.tags.shape == (1, J) + size + (len(tags),)
-    assert torch.equal(maps.heatmaps, expected_heatmaps)
+    if flip and project2image:
+        # The pipeline averages the two passes before projecting them (resizing is linear).
+        torch.testing.assert_close(maps.heatmaps, expected_heatmaps, rtol=0, atol=1e-6)
+    else:
+        assert torch.equal(maps.heatmaps, expected_heatmaps)
     assert torch.equal(maps.tags, expected_tags)
     assert maps.heatmap_size == size[::-1]
     np.testing.assert_array_equal(maps.center, center)
@@ -331,7 +335,7 @@ def test_single_scale_aggregation_equals_the_single_scale_path(flip, project2ima
     grouping = GroupingParams(num_joints=J, detection_threshold=0.1, nms_kernel=5,
                               nms_padding=2)
     poses, scores = infer_bottom_up(model, image, params, grouping)
-    grouped = group_keypoints(expected_heatmaps, expected_tags, grouping)[0]
+    grouped = group_keypoints(maps.heatmaps, expected_tags, grouping)[0]
     assert len(grouped.poses) > 0
     np.testing.assert_array_equal(poses, get_final_preds(grouped.poses, center, scale,
                                                          size[::-1]))

@@ -174,7 +174,7 @@ def heatmap_nms(heatmaps: torch.Tensor, kernel: int, padding: int) -> torch.Tens
     keep all their pixels. Runs on the heatmaps' device.
     """
     pooled = window_max(heatmaps, kernel, padding)
-    return heatmaps * torch.eq(pooled, heatmaps).to(heatmaps.dtype)
+    return heatmaps.masked_fill(pooled != heatmaps, 0.0)
 
 
 def as_tag_vectors(tags: torch.Tensor) -> torch.Tensor:

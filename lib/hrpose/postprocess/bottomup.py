@@ -265,8 +265,8 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
 
     image: (H, W, 3) uint8 RGB. transform: resized image -> (3, h, w) tensor (default: ToTensor
     + ImageNet normalisation). device: where the input goes (default: the model's parameters'
-    device, else CPU). Scales are visited largest first. Heatmaps: (orig + flip) / 2 per scale,
-    resized to the first (largest) scale's maps unless projected, summed, divided by the
+    device, else CPU). Scales are visited largest first. Heatmaps: (orig + flip) / 2 per scale
+    (averaged before any resize: the reference's values up to float rounding), resized to the first (largest) scale's maps unless projected, summed, divided by the
     number of scales. Tags: the maps of scale 1 (or of the only scale), each (1, J, H, W),
     stacked on a last axis (a view of component-first storage).
     """
@@ -275,8 +275,10 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
     image_size = (image.shape[1], image.shape[0])
     base_size, base_center, base_scale = get_multi_scale_size(
         image_size, params.input_size, 1.0, params.min_scale)
+    projected_size = (int(base_size[1]), int(base_size[0]))
     final_heatmaps: torch.Tensor | None = None
     tag_list: list[torch.Tensor] = []
+    stacked_tags: torch.Tensor | None = None
     center, scale = base_center, base_scale
     single_scale = len(params.scale_factors) == 1
     with torch.no_grad():
@@ -284,14 +286,23 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
             resized, center, scale = resize_align_multi_scale(
                 image, params.input_size, current_scale, params.min_scale)
             tensor = transform(resized).unsqueeze(0).to(device)
-            heatmaps, tags = multi_stage_outputs(
-                model, tensor, params, num_joints,
-                base_size if params.project2image else None)
-            if current_scale == 1 or single_scale:
-                if final_heatmaps is not None and not params.project2image:
+            heatmaps, tags = multi_stage_outputs(model, tensor, params, num_joints)
+            # Bilinear resizing is linear, so averaging the two passes before resizing equals
+            # the reference's resize-then-average up to float rounding, at half the work.
+            average = (heatmaps[0] + heatmaps[1]) / 2.0 if params.flip_test else heatmaps[0]
+            keep_tags = current_scale == 1 or single_scale
+            if params.project2image:
+                # One resize of heatmaps and tags together; the tags come out stacked
+                # component-first, which the grouping reads without a copy.
+                maps = [average] + tags if keep_tags else [average]
+                projected = _resize(torch.cat(maps, dim=1), projected_size)
+                average = projected[:, :num_joints]
+                if keep_tags:
+                    stacked_tags = projected[:, num_joints:].unflatten(1, (len(tags), -1))
+            elif keep_tags:
+                if final_heatmaps is not None:
                     tags = [_resize(maps, final_heatmaps.shape[2:]) for maps in tags]
                 tag_list.extend(tags)
-            average = (heatmaps[0] + heatmaps[1]) / 2.0 if params.flip_test else heatmaps[0]
             if final_heatmaps is None:
                 final_heatmaps = average
             elif params.project2image:
@@ -303,7 +314,9 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
         # The tag maps stacked component-first and viewed component-last: the same values as
         # concatenating them on a last axis, without interleaving them in memory (the grouping
         # reads one component at a time).
-        tags = torch.stack(tag_list, dim=0).permute(1, 2, 3, 4, 0)
+        if stacked_tags is None:
+            stacked_tags = torch.stack(tag_list, dim=1)
+        tags = stacked_tags.permute(0, 2, 3, 4, 1)
     if params.backproject_with_base_scale:
         center, scale = base_center, base_scale
     heatmap_size = (int(final_heatmaps.shape[3]), int(final_heatmaps.shape[2]))
