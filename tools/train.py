@@ -1,4 +1,4 @@
-"""Train a pose model: python tools/train.py --cfg FILE [KEY VALUE ...]."""
+"""Train a pose model: python tools/train.py --cfg FILE [KEY VALUE ...] (or under torchrun)."""
 
 import argparse
 

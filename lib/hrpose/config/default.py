@@ -9,12 +9,24 @@ _C.LOG_DIR = "log"
 _C.DATA_DIR = ""
 # "auto" uses CUDA when it is available and the CPU otherwise.
 _C.DEVICE = "auto"
+# The CUDA device of a one-process run (its first entry) and the GPU count of the experiment's
+# recipe (TRAIN.AUTO_SCALE_LR). Under torchrun each process takes the GPU of its LOCAL_RANK.
 _C.GPUS = (0,)
 _C.WORKERS = 4
 _C.PRINT_FREQ = 20
+# Continue from <output dir>/checkpoint.pth when it exists (mid-epoch too; see
+# TRAIN.CHECKPOINT_EVERY), with the same learning-rate schedule.
 _C.AUTO_RESUME = False
 _C.PIN_MEMORY = True
+# Seeds Python, NumPy and torch (model init, per-iteration model draws), the shuffle of each
+# epoch and the per-sample augmentation of each epoch.
 _C.SEED = 0
+# Deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic, no cuDNN
+# benchmark; overrides CUDNN.*): bit-identical reruns, slower.
+_C.DETERMINISTIC = False
+# Tensors in channels-last (NHWC) memory format for training and validation: "on", "off", or
+# "auto" = on for CUDA (faster convolutions, above all under mixed precision), off on the CPU.
+_C.CHANNELS_LAST = "auto"
 
 _C.CUDNN = CN()
 _C.CUDNN.BENCHMARK = True
@@ -72,6 +84,12 @@ _C.LOSS.HAE_PULL_WEIGHTS = [0.0, 1.0, 1.5]
 _C.LOSS.FOCAL_PULL = False
 _C.LOSS.FOCAL_FENCE = 1.5
 _C.LOSS.FOCAL_WEIGHT = 2.0
+# --- bottom-up regression (2020 heatmap-guided keypoint regression) -----------------------------
+# Per stage: a smooth-L1 offset loss (beta 1/9, divided by the count of weighted entries) and its
+# factor. Each stage gets its own factor (the reference applied entry 0 to every stage, heatmap
+# factors too; its experiments give equal factors, so their numbers are the same).
+_C.LOSS.WITH_OFFSETS_LOSS = [True, False]
+_C.LOSS.OFFSETS_LOSS_FACTOR = [0.01, 0.01]
 
 _C.DATASET = CN()
 _C.DATASET.ROOT = "data/synthetic"
@@ -122,6 +140,21 @@ _C.DATASET.INT_SIGMA = False
 # hips, each limb joint alone; CrowdPose: head, neck and shoulders, hips, ...) or, for CrowdPose,
 # 'spatial_prior' / 'mutual_information' (datasets/metadata.py).
 _C.DATASET.KEYPOINT_GROUPS = "default"
+# --- bottom-up regression (2020 heatmap-guided keypoint regression) -----------------------------
+# The person centre (an extra last joint) is the mean of the labelled joints, or the box centre
+# when none is labelled or USE_BBOX_CENTER; a COCO person with an area below 32^2 has none.
+_C.DATASET.USE_BBOX_CENTER = False
+# Gaussian sigma of the centre channel, in output pixels (the keypoints use SIGMA).
+_C.DATASET.CENTER_SIGMA = 4.0
+# False reproduces the reference, which picks the centre's sigma by channel index (>= 17): on
+# CrowdPose (14 joints) the centre then gets SIGMA, as the published CrowdPose models were
+# trained. True gives the centre CENTER_SIGMA on every dataset (no difference on COCO).
+_C.DATASET.FIX_CENTER_SIGMA = False
+# Heatmap-loss weight of the pixels outside every joint's Gaussian window (1 inside), per stage;
+# an entry may list one value per heatmap branch, as the reference's experiment files do.
+_C.DATASET.BG_WEIGHT = [0.1, 0.025]
+# Offset targets fill [int(c) - R, int(c) + R) around the truncated person centre on each axis.
+_C.DATASET.OFFSET_RADIUS = 4
 
 _C.TRAIN = CN()
 _C.TRAIN.LR_FACTOR = 0.1
@@ -142,6 +175,17 @@ _C.TRAIN.END_EPOCH = 140
 _C.TRAIN.BATCH_SIZE_PER_GPU = 32
 _C.TRAIN.SHUFFLE = True
 _C.TRAIN.VAL_INTERVAL = 1
+# Mixed precision (torch.amp autocast of the forward pass; losses stay in float32): "off",
+# "bf16", "fp16" (with a gradient scaler), or "auto" = bf16 on CUDA GPUs with native bfloat16,
+# float32 elsewhere (the CPU, older GPUs).
+_C.TRAIN.AMP = "auto"
+# Linear scaling rule: the rate is LR x total batch (BATCH_SIZE_PER_GPU x processes) /
+# BASE_BATCH_SIZE, the total batch LR was tuned for (0: BATCH_SIZE_PER_GPU x len(GPUS)).
+_C.TRAIN.AUTO_SCALE_LR = False
+_C.TRAIN.BASE_BATCH_SIZE = 0
+# Also write checkpoint.pth every CHECKPOINT_EVERY iterations (0: only after each epoch), so a
+# killed run resumes in the middle of its epoch.
+_C.TRAIN.CHECKPOINT_EVERY = 0
 
 _C.TEST = CN()
 _C.TEST.BATCH_SIZE_PER_GPU = 32
@@ -188,6 +232,49 @@ _C.TEST.NMS_PADDING = 2
 # Per stage (LOSS.NUM_STAGES entries): average its heatmaps in; read its tags.
 _C.TEST.WITH_HEATMAPS = [True, True]
 _C.TEST.WITH_AE = [True, False]
+# --- bottom-up regression (2020 heatmap-guided keypoint regression) -----------------------------
+# Centre peaks (and heatmap peaks to absorb) count above KEYPOINT_THRESHOLD. Centre NMS kernel:
+# 7 when the map's (h + w) / 2 exceeds POOL_THRESHOLD1, 5 above POOL_THRESHOLD2, else 3. Centre
+# scores of scales other than 1 are multiplied by SCALE_DECREASE.
+_C.TEST.KEYPOINT_THRESHOLD = 0.01
+_C.TEST.POOL_THRESHOLD1 = 300
+_C.TEST.POOL_THRESHOLD2 = 200
+_C.TEST.SCALE_DECREASE = 0.001
+# Pose NMS: poses with more than OVERLAP_THRESHOLD joints closer than DIST_THRESHOLD input
+# pixels are duplicates; the higher centre score stays.
+_C.TEST.DIST_THRESHOLD = 10.0
+_C.TEST.OVERLAP_THRESHOLD = 10
+# "final" result: joints within MAX_ABSORB_DISTANCE of a heatmap peak move onto it; joints
+# scoring above ADJUST_THRESHOLD are then refined by a Gaussian fit in a window of
+# +-GUASSIAN_KERNEL pixels starting from sigma GUASSIAN_SIGMA (the reference's key spelling).
+_C.TEST.MAX_ABSORB_DISTANCE = 75.0
+_C.TEST.ADJUST_THRESHOLD = 0.05
+_C.TEST.GUASSIAN_KERNEL = 6
+_C.TEST.GUASSIAN_SIGMA = 2.0
+# Reference defects, reproduced while False. FIX_ABSORB_INDEX: a joint far from every peak is
+# scored with the heatmap at [int(x), int(y)] (row and column swapped); True reads [y, x].
+# FIX_FLIP_UPSAMPLE: with flip, an earlier stage of the mirrored pass is up-sampled before it
+# is mirrored back, landing one pixel off (the 1/4 maps of the HigherHRNet variant); True
+# mirrors first.
+_C.TEST.FIX_ABSORB_INDEX = False
+_C.TEST.FIX_FLIP_UPSAMPLE = False
+
+# --- rescoring (2020 heatmap-guided keypoint regression) -----------------------------------------
+# A small net predicts each pose's OKS from its shape and joint scores; at test time its output
+# multiplies the person score (both result sets). USE with a non-empty MODEL_FILE turns it on;
+# the file is loaded once per run, strictly (tools/rescore_train.py writes one).
+_C.RESCORE = CN()
+_C.RESCORE.USE = True
+_C.RESCORE.MODEL_FILE = ""
+# Training samples (poses with their best OKS against the ground truth) that
+# tools/rescore_data.py writes and tools/rescore_train.py reads (.npz).
+_C.RESCORE.DATA_FILE = "data/rescore_data/rescore_dataset_train_coco_kpt.npz"
+# The net's hidden width, and its training: MSE, Adam at LR, batches of BATCHSIZE (the last
+# partial batch dropped), END_EPOCH epochs.
+_C.RESCORE.HIDDEN_LAYER = 256
+_C.RESCORE.LR = 0.001
+_C.RESCORE.BATCHSIZE = 1024
+_C.RESCORE.END_EPOCH = 20
 
 _C.DEBUG = CN()
 _C.DEBUG.DEBUG = False

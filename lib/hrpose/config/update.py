@@ -13,7 +13,7 @@ from yacs.config import CfgNode as CN
 
 from .default import get_default_config
 from ..errors import HrposeError
-from .model_extras import MODEL_EXTRAS, get_model_extra, is_bottom_up
+from .model_extras import MODEL_EXTRAS, get_model_extra, is_bottom_up, is_regression
 
 DEFAULTS_SOURCE = "in the defaults"
 COMMAND_LINE_SOURCE = "on the command line"
@@ -32,6 +32,8 @@ CHOICES: dict[str, tuple] = {
     "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
     "TRAIN.LR_SCHEDULER": ("multistep", "cosine"),
+    "TRAIN.AMP": ("auto", "off", "bf16", "fp16"),
+    "CHANNELS_LAST": ("auto", "on", "off"),
     "MODEL.EXTRA.STAGE2.BLOCK": ("BASIC", "BOTTLENECK"),
     "MODEL.EXTRA.STAGE3.BLOCK": ("BASIC", "BOTTLENECK"),
     "MODEL.EXTRA.STAGE4.BLOCK": ("BASIC", "BOTTLENECK"),
@@ -84,7 +86,18 @@ def _positive_ints(value) -> bool:
 
 
 def _sigmas(value) -> bool:
-    return len(value) > 0 and all(_number(v) and v != 0 for v in value)
+    # Per stage one sigma, or (regression models) one per heatmap branch of the stage.
+    return len(value) > 0 and all(
+        (_number(v) and v != 0) or (isinstance(v, (list, tuple)) and len(v) > 0
+                                    and all(_number(b) and b != 0 for b in v))
+        for v in value)
+
+
+def _background_weights(value) -> bool:
+    return len(value) > 0 and all(
+        (_number(v) and v >= 0) or (isinstance(v, (list, tuple)) and len(v) > 0
+                                    and all(_number(b) and b >= 0 for b in v))
+        for v in value)
 
 
 def _test_scales(value) -> bool:
@@ -113,6 +126,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "TRAIN.VAL_INTERVAL": (_positive, "a positive integer"),
     "TRAIN.MIN_LR_RATIO": (_non_negative, "a non-negative number"),
     "TRAIN.WARMUP_ITERS": (_non_negative, "a non-negative integer"),
+    "TRAIN.BASE_BATCH_SIZE": (_non_negative, "a non-negative integer (0: BATCH_SIZE_PER_GPU x "
+                                             "len(GPUS))"),
+    "TRAIN.CHECKPOINT_EVERY": (_non_negative, "a non-negative number of iterations (0: at "
+                                              "epoch ends only)"),
     "TRAIN.WARMUP_RATIO": (lambda value: 0 <= value <= 1, "a number from 0 to 1"),
     "TEST.BATCH_SIZE_PER_GPU": (_positive, "a positive integer"),
     "TEST.OKS_THRE": (_positive, "a positive number"),
@@ -126,7 +143,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DATASET.MIN_SCALE": (_positive, "a positive number"),
     "DATASET.MAX_SCALE": (_positive, "a positive number"),
     "DATASET.MAX_TRANSLATE": (_non_negative, "a non-negative integer"),
-    "DATASET.SIGMA": (_sigmas, "a non-empty list of non-zero numbers (negative: OUTPUT_SIZE / 64)"),
+    "DATASET.SIGMA": (_sigmas, "a non-empty list with per stage a non-zero number (negative: "
+                               "OUTPUT_SIZE / 64) or, for regression models, a list of one per "
+                               "heatmap branch"),
     "DATASET.BASE_SIZE": (_positive, "a positive number"),
     "DATASET.BASE_SIGMA": (_positive, "a positive number"),
     "LOSS.NUM_STAGES": (_positive, "a positive integer"),
@@ -142,15 +161,33 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "TEST.NMS_KERNEL": (lambda value: value > 0 and value % 2 == 1, "a positive odd integer"),
     "TEST.WITH_HEATMAPS": (_bools, "a non-empty list of booleans"),
     "TEST.WITH_AE": (_bools, "a non-empty list of booleans"),
+    # bottom-up regression
+    "DATASET.BG_WEIGHT": (_background_weights, "a non-empty list with per stage a non-negative "
+                                               "number or a list of one per heatmap branch"),
+    "DATASET.CENTER_SIGMA": (_positive, "a positive number"),
+    "DATASET.OFFSET_RADIUS": (_positive, "a positive integer"),
+    "LOSS.WITH_OFFSETS_LOSS": (_bools, "a non-empty list of booleans"),
+    "LOSS.OFFSETS_LOSS_FACTOR": (_non_negative_numbers, "a non-empty list of non-negative numbers"),
+    "RESCORE.HIDDEN_LAYER": (_positive, "a positive integer"),
+    "RESCORE.LR": (_positive, "a positive number"),
+    "RESCORE.BATCHSIZE": (_positive, "a positive integer"),
+    "RESCORE.END_EPOCH": (_positive, "a positive integer"),
 }
 
 # Bottom-up keys with one entry per LOSS.NUM_STAGES (output resolution, lowest first).
 PER_STAGE_KEYS = ("DATASET.OUTPUT_SIZE", "DATASET.SIGMA", "LOSS.WITH_HEATMAPS_LOSS",
                   "LOSS.HEATMAPS_LOSS_FACTOR", "LOSS.WITH_AE_LOSS", "LOSS.PUSH_LOSS_FACTOR",
                   "LOSS.PULL_LOSS_FACTOR", "TEST.WITH_HEATMAPS", "TEST.WITH_AE")
+# The same for the keypoint-regression models, and the output stages each of them has.
+REGRESSION_PER_STAGE_KEYS = ("DATASET.OUTPUT_SIZE", "DATASET.SIGMA", "DATASET.BG_WEIGHT",
+                             "LOSS.WITH_HEATMAPS_LOSS", "LOSS.HEATMAPS_LOSS_FACTOR",
+                             "LOSS.WITH_OFFSETS_LOSS", "LOSS.OFFSETS_LOSS_FACTOR",
+                             "TEST.WITH_HEATMAPS")
+REGRESSION_STAGES = {"pose_hrnet_regression": 1, "pose_higher_hrnet_regression": 2}
 
 # Paths that DATA_DIR prefixes when it is set and the path is relative.
-DATA_DIR_PATHS = ("DATASET.ROOT", "DATASET.TEST_ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE", "TEST.COCO_BBOX_FILE")
+DATA_DIR_PATHS = ("DATASET.ROOT", "DATASET.TEST_ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE", "TEST.COCO_BBOX_FILE",
+                  "RESCORE.MODEL_FILE", "RESCORE.DATA_FILE")
 
 
 class ConfigError(HrposeError, ValueError):
@@ -286,7 +323,9 @@ def validate_config(cfg: CN, provenance: dict | None = None) -> None:
             source = provenance.get(full_key, DEFAULTS_SOURCE)
             raise ConfigError(f"config key '{full_key}' {source} has value {value!r}; "
                               f"expected {description}")
-    if is_bottom_up(cfg.MODEL.NAME):
+    if is_regression(cfg.MODEL.NAME):
+        _validate_regression(cfg, provenance)
+    elif is_bottom_up(cfg.MODEL.NAME):
         _validate_bottom_up(cfg, provenance)
     else:
         if cfg.TEST.GROUPING != "fixed":
@@ -325,16 +364,12 @@ def _validate_bottom_up(cfg: CN, provenance: dict) -> None:
             raise ConfigError(f"config key 'LOSS.NUM_STAGES' {where('LOSS.NUM_STAGES')} is "
                               f"{num_stages} but pose_higher_hrnet with MODEL.EXTRA.DECONV."
                               f"NUM_DECONVS {num_deconvs} has {num_deconvs + 1} output stages")
-    input_size = cfg.DATASET.INPUT_SIZE
-    expected = [input_size // 4 * 2 ** k for k in range(num_stages)]
-    if list(cfg.DATASET.OUTPUT_SIZE) != expected:
-        raise ConfigError(f"config key 'DATASET.OUTPUT_SIZE' {where('DATASET.OUTPUT_SIZE')} is "
-                          f"{list(cfg.DATASET.OUTPUT_SIZE)}; with DATASET.INPUT_SIZE {input_size} "
-                          f"and {num_stages} stages it must be {expected} (1/4, 1/2, ... of the "
-                          f"input)")
-    if cfg.DATASET.MIN_SCALE > cfg.DATASET.MAX_SCALE:
-        raise ConfigError(f"DATASET.MIN_SCALE ({cfg.DATASET.MIN_SCALE}) must not exceed "
-                          f"DATASET.MAX_SCALE ({cfg.DATASET.MAX_SCALE})")
+    _validate_resolutions(cfg, provenance)
+    nested = [entry for entry in cfg.DATASET.SIGMA if isinstance(entry, (list, tuple))]
+    if nested:
+        raise ConfigError(f"config key 'DATASET.SIGMA' {where('DATASET.SIGMA')} is "
+                          f"{list(cfg.DATASET.SIGMA)}; per-branch lists are for the regression "
+                          f"models, {cfg.MODEL.NAME} takes one number per stage")
     without_tags = [k for k, (read, trained) in
                     enumerate(zip(cfg.TEST.WITH_AE, cfg.LOSS.WITH_AE_LOSS, strict=True))
                     if read and not trained]
@@ -359,6 +394,50 @@ def _validate_bottom_up(cfg: CN, provenance: dict) -> None:
         raise ConfigError(f"config key 'TEST.NMS_PADDING' {where('TEST.NMS_PADDING')} is "
                           f"{cfg.TEST.NMS_PADDING}; it must be (TEST.NMS_KERNEL - 1) / 2 = "
                           f"{(cfg.TEST.NMS_KERNEL - 1) // 2} so that the pooled map keeps its size")
+
+
+def _validate_resolutions(cfg: CN, provenance: dict) -> None:
+    """Output sizes 1/4, 1/2, ... of the input, one per stage; a scale range in order."""
+    num_stages = cfg.LOSS.NUM_STAGES
+    input_size = cfg.DATASET.INPUT_SIZE
+    expected = [input_size // 4 * 2 ** k for k in range(num_stages)]
+    if list(cfg.DATASET.OUTPUT_SIZE) != expected:
+        raise ConfigError(f"config key 'DATASET.OUTPUT_SIZE' "
+                          f"{provenance.get('DATASET.OUTPUT_SIZE', DEFAULTS_SOURCE)} is "
+                          f"{list(cfg.DATASET.OUTPUT_SIZE)}; with DATASET.INPUT_SIZE {input_size} "
+                          f"and {num_stages} stages it must be {expected} (1/4, 1/2, ... of the "
+                          f"input)")
+    if cfg.DATASET.MIN_SCALE > cfg.DATASET.MAX_SCALE:
+        raise ConfigError(f"DATASET.MIN_SCALE ({cfg.DATASET.MIN_SCALE}) must not exceed "
+                          f"DATASET.MAX_SCALE ({cfg.DATASET.MAX_SCALE})")
+
+
+def _validate_regression(cfg: CN, provenance: dict) -> None:
+    """Cross-key checks of a keypoint-regression experiment: its stages, per-stage lists, offsets."""
+    def where(full_key: str) -> str:
+        return provenance.get(full_key, DEFAULTS_SOURCE)
+
+    name = cfg.MODEL.NAME
+    num_stages = cfg.LOSS.NUM_STAGES
+    if num_stages != REGRESSION_STAGES[name]:
+        raise ConfigError(f"config key 'LOSS.NUM_STAGES' {where('LOSS.NUM_STAGES')} is "
+                          f"{num_stages} but {name} has {REGRESSION_STAGES[name]} output "
+                          f"stage(s) (1/4 resolution{', then 1/2' if REGRESSION_STAGES[name] > 1 else ''})")
+    for full_key in REGRESSION_PER_STAGE_KEYS:
+        value = list(_lookup(cfg, full_key))
+        if len(value) != num_stages:
+            raise ConfigError(f"config key '{full_key}' {where(full_key)} has {len(value)} "
+                              f"entries {value} but LOSS.NUM_STAGES is {num_stages} "
+                              f"({where('LOSS.NUM_STAGES')}); give one per stage")
+    if any(cfg.LOSS.WITH_OFFSETS_LOSS[1:]):
+        raise ConfigError(f"config key 'LOSS.WITH_OFFSETS_LOSS' {where('LOSS.WITH_OFFSETS_LOSS')} "
+                          f"is {list(cfg.LOSS.WITH_OFFSETS_LOSS)}; {name} regresses offsets at "
+                          f"1/4 resolution only, so only the first entry may be true")
+    _validate_resolutions(cfg, provenance)
+    if cfg.TEST.GROUPING != "fixed":
+        raise ConfigError(f"config key 'TEST.GROUPING' {where('TEST.GROUPING')} has value "
+                          f"{cfg.TEST.GROUPING!r}, but {name} finds people by their centres and "
+                          f"offsets; tag grouping is for the associative-embedding models")
 
 
 def _prefix_data_dir(cfg: CN) -> None:

@@ -1,1 +1,1 @@
-"""Training and validation loops, checkpoints, run folders and logging."""
+"""Training (one process or many, torchrun) and validation loops, checkpoints, run folders."""

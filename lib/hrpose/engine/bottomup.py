@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,70 +21,56 @@ from ..postprocess.progressive_grouping import (GroupingFunction, count_isolated
                                                 get_grouping_function)
 from ..postprocess.tag_maps import BottomUpWithMaps, infer_bottom_up_with_maps
 from .debug import save_bottomup_debug_images
-from .device import IMAGE_MEMORY_FORMAT
-from .topdown import _progress, optimizer_step
+from .loop import EpochOptions, StepOutput, outputs_in_float32, run_epoch
+from .topdown import _progress
 
 logger = logging.getLogger(__name__)
 
 
-def _loss_terms(losses, names=("heatmaps", "push", "pull")) -> dict[str, float]:
+def loss_terms(losses, names=("heatmaps", "push", "pull")) -> dict[str, torch.Tensor]:
     """Batch means of every existing per-stage term, keyed 'heatmaps_0', 'push_0', ..."""
     terms = {}
     for name, per_stage in zip(names, losses):
         for stage, loss in enumerate(per_stage):
             if loss is not None:
-                terms[f"{name}_{stage}"] = loss.mean().item()
+                terms[f"{name}_{stage}"] = loss.mean()
     return terms
+
+
+def training_step(criterion: nn.Module, debug: CfgNode | None = None):
+    """The bottom-up forward pass and loss of one (images, heatmaps, masks, joints) batch."""
+    def step(model: nn.Module, batch, device: torch.device, options: EpochOptions) -> StepOutput:
+        images, heatmaps, masks, joints = batch
+        images = images.to(device, non_blocking=True, memory_format=options.memory_format)
+        heatmaps = [h.to(device, non_blocking=True) for h in heatmaps]
+        masks = [m.to(device, non_blocking=True) for m in masks]
+        joints = [j.to(device, non_blocking=True) for j in joints]
+        with options.autocast(device):
+            outputs = model(images)
+        outputs = outputs_in_float32(outputs)
+        losses = criterion(outputs, heatmaps, masks, joints)
+        save_debug = None
+        if debug is not None:
+            def save_debug(prefix: str) -> None:
+                save_bottomup_debug_images(debug, prefix, images, heatmaps, joints, outputs)
+        return StepOutput(total_bottomup_loss(*losses), loss_terms(losses), images.shape[0],
+                          save_debug)
+    return step
 
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, device: torch.device,
                     epoch: int, print_freq: int, writer=None, global_step: int = 0,
                     debug: CfgNode | None = None, output_dir: str = "",
-                    learning_rate: Callable[[int], float] | None = None) -> tuple[float, int]:
+                    learning_rate: Callable[[int], float] | None = None,
+                    options: EpochOptions | None = None) -> tuple[float, int]:
     """One pass over a BottomUpDataset loader; returns the mean loss and the updated global step.
 
     The signature is the top-down loop's, so the trainer drives either paradigm the same way.
     """
-    model.train()
-    total_loss, total_samples = 0.0, 0
-    started = time.monotonic()
-    bar = _progress(loader, f"epoch {epoch}", len(loader))
-    for iteration, (images, heatmaps, masks, joints) in enumerate(bar):
-        images = images.to(device, non_blocking=True, memory_format=IMAGE_MEMORY_FORMAT)
-        heatmaps = [h.to(device, non_blocking=True) for h in heatmaps]
-        masks = [m.to(device, non_blocking=True) for m in masks]
-        joints = [j.to(device, non_blocking=True) for j in joints]
-        outputs = model(images)
-        losses = criterion(outputs, heatmaps, masks, joints)
-        loss = total_bottomup_loss(*losses)
-        if not torch.isfinite(loss):
-            bad = [name for name, value in _loss_terms(losses).items() if not np.isfinite(value)]
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration "
-                                     f"{iteration} (non-finite terms: {', '.join(bad) or 'sum'})")
-        optimizer_step(optimizer, loss, learning_rate, global_step)
-
-        batch, loss_value = images.shape[0], loss.item()
-        total_loss += loss_value * batch
-        total_samples += batch
-        global_step += 1
-        bar.set_postfix(loss=f"{loss_value:.6f}")
-        printing = iteration % print_freq == 0 or iteration == len(loader) - 1
-        # Each term is a host sync: read them once, and only when they are written somewhere.
-        terms = _loss_terms(losses) if writer is not None or printing else {}
-        if writer is not None:
-            writer.add_scalar("train_loss", loss_value, global_step)
-            for name, value in terms.items():
-                writer.add_scalar(f"train/{name}", value, global_step)
-        if printing:
-            elapsed = time.monotonic() - started
-            logger.info("Epoch: [%d][%d/%d]  loss %.6f (avg %.6f)  %s  %.1f images/s", epoch,
-                        iteration, len(loader), loss_value, total_loss / total_samples,
-                        "  ".join(f"{name} {value:.3e}" for name, value in terms.items()),
-                        total_samples / max(elapsed, 1e-9))
-            if debug is not None:
-                save_bottomup_debug_images(debug, os.path.join(output_dir, f"train_{iteration}"),
-                                           images, heatmaps, joints, outputs)
-    return total_loss / max(total_samples, 1), global_step
+    return run_epoch(training_step(criterion, debug), model, loader, optimizer, device, epoch,
+                     print_freq, writer, global_step,
+                     lambda iteration: os.path.join(output_dir, f"train_{iteration}"),
+                     learning_rate, options)
 
 
 def test_params(cfg: CfgNode, flip_index) -> tuple[BottomUpTestParams, GroupingParams]:
@@ -143,17 +128,28 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
     dataset = loader.dataset
     pipeline, grouping = test_params(cfg, dataset.flip_index)
     group = grouping_function(cfg)
-    results, num_images, isolated = [], 0, 0
+    results, result_indices, num_images, isolated = [], [], 0, 0
     for image, meta in _progress(loader, "test", len(loader)):
         prediction = infer_image(cfg, model, image, pipeline, grouping, group, device).prediction
-        results += coco_keypoint_results(prediction.poses, prediction.scores, meta["image_id"])
+        entries = coco_keypoint_results(prediction.poses, prediction.scores, meta["image_id"])
+        results += entries
+        # The dataset index puts the results of a sharded (distributed) run back in order.
+        result_indices += [meta.get("index", num_images)] * len(entries)
         isolated += count_isolated_keypoints(prediction.poses, cfg.TEST.DETECTION_THRESHOLD)
         num_images += 1
-    # One-joint "persons" are the grouping's typical failure (a keypoint cut off its body).
-    logger.info("%d images: %.3f isolated keypoints per image (persons with one joint above "
-                "TEST.DETECTION_THRESHOLD)", num_images, isolated / max(num_images, 1))
-    return {"results": results, "num_images": num_images, "loss": float("nan"),
-            "isolated_per_image": isolated / max(num_images, 1)}
+    return {"results": results, "result_indices": result_indices, "num_images": num_images,
+            "isolated": isolated, "loss": float("nan")}
+
+
+def merge_predictions(shards: list[dict]) -> dict:
+    """The results of every process's test shard as one process would have listed them."""
+    indices = [index for shard in shards for index in shard["result_indices"]]
+    results = [entry for shard in shards for entry in shard["results"]]
+    order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
+    return {"results": [results[i] for i in order],
+            "result_indices": [indices[i] for i in order],
+            "num_images": sum(shard["num_images"] for shard in shards),
+            "isolated": sum(shard["isolated"] for shard in shards), "loss": float("nan")}
 
 
 def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
@@ -161,6 +157,11 @@ def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: s
     evaluation = dataset.evaluation
     name, image_set = evaluation["dataset"], evaluation["image_set"]
     results = predictions["results"]
+    num_images = predictions["num_images"]
+    # One-joint "persons" are the grouping's typical failure (a keypoint cut off its body).
+    logger.info("%d images: %.3f isolated keypoints per image (persons with one joint above "
+                "TEST.DETECTION_THRESHOLD)", num_images,
+                predictions["isolated"] / max(num_images, 1))
     results_file = os.path.join(output_dir, "results", f"keypoints_{image_set}_results.json")
     write_keypoint_results(results, results_file)
     if not evaluation["coco"].dataset.get("annotations"):

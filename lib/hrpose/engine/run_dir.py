@@ -10,6 +10,8 @@ from pathlib import Path
 
 from yacs.config import CfgNode
 
+from .distributed import is_main_process
+
 LOG_FORMAT = "%(asctime)-15s %(message)s"
 _HANDLER_MARK = "_hrpose_run_handler"
 
@@ -65,8 +67,15 @@ def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> Non
 
 
 def create_run(cfg: CfgNode, cfg_path: str, phase: str) -> RunPaths:
-    """Create the run folders, start logging into the run log and save the resolved config."""
+    """Create the run folders, start logging into the run log and save the resolved config.
+
+    Under torchrun only rank 0 does so; the other processes write nothing and print warnings
+    and errors only, so the console shows one log.
+    """
     paths = make_run_paths(cfg, cfg_path, phase)
+    if not is_main_process():
+        setup_logging(None, level=logging.WARNING)
+        return paths
     os.makedirs(paths.output_dir, exist_ok=True)
     os.makedirs(paths.tensorboard_dir, exist_ok=True)
     setup_logging(paths.log_file)

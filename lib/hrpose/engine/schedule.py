@@ -1,4 +1,4 @@
-"""Learning-rate schedules as pure functions of the iteration: multi-step or cosine, with warm-up."""
+"""Learning-rate schedules as pure functions of the iteration, and their scaling to the batch."""
 
 from __future__ import annotations
 
@@ -27,3 +27,17 @@ def learning_rate_factor(train_cfg: CfgNode, iteration: int, iterations_per_epoc
         remaining = 1.0 - iteration / train_cfg.WARMUP_ITERS
         factor *= 1.0 - remaining * (1.0 - train_cfg.WARMUP_RATIO)
     return factor
+
+
+def recipe_batch_size(cfg: CfgNode) -> int:
+    """The total batch TRAIN.LR was tuned for: TRAIN.BASE_BATCH_SIZE, or when that is 0
+    BATCH_SIZE_PER_GPU x len(GPUS), the recipe as the originals' YAMLs write it."""
+    return cfg.TRAIN.BASE_BATCH_SIZE or cfg.TRAIN.BATCH_SIZE_PER_GPU * max(len(cfg.GPUS), 1)
+
+
+def base_learning_rate(cfg: CfgNode, total_batch_size: int) -> float:
+    """TRAIN.LR, or with TRAIN.AUTO_SCALE_LR the linear scaling rule (Goyal et al. 2017):
+    TRAIN.LR x this run's total batch / the recipe's total batch."""
+    if not cfg.TRAIN.AUTO_SCALE_LR:
+        return cfg.TRAIN.LR
+    return cfg.TRAIN.LR * total_batch_size / recipe_batch_size(cfg)

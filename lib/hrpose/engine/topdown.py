@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -23,15 +22,17 @@ from ..evaluation.results import write_keypoint_results
 from ..postprocess.topdown import box_areas, coco_results, nms_per_image, rescore_poses
 from ..utils.transforms import transform_preds
 from .debug import save_debug_images
-from .device import IMAGE_MEMORY_FORMAT
+from .device import memory_format
+from .distributed import is_main_process
+from .loop import EpochOptions, StepOutput, outputs_in_float32, run_epoch
 
 logger = logging.getLogger(__name__)
 
 
 def _progress(iterable, description: str, total: int):
-    # A bar in a terminal; plain log lines (PRINT_FREQ) when the output goes to a file or CI.
+    # A bar in a terminal on rank 0; nothing on other ranks, in files or in CI.
     return tqdm(iterable, desc=description, total=total, leave=False, dynamic_ncols=True,
-                disable=not sys.stderr.isatty())
+                disable=not (sys.stderr.isatty() and is_main_process()))
 
 
 def _final_heatmaps(output) -> torch.Tensor:
@@ -39,61 +40,48 @@ def _final_heatmaps(output) -> torch.Tensor:
     return output[-1] if isinstance(output, (list, tuple)) else output
 
 
-def _loss(criterion: nn.Module, output, target, target_weight) -> torch.Tensor:
+def loss_terms(criterion: nn.Module, output, target, target_weight) -> dict[str, torch.Tensor]:
+    """The heatmap loss, one term per stack for models with intermediate supervision."""
     if isinstance(output, (list, tuple)):
-        return sum(criterion(stage, target, target_weight) for stage in output)
-    return criterion(output, target, target_weight)
+        return {f"heatmaps_{stack}": criterion(stage, target, target_weight)
+                for stack, stage in enumerate(output)}
+    return {"heatmaps": criterion(output, target, target_weight)}
 
 
-def optimizer_step(optimizer, loss: torch.Tensor,
-                   learning_rate: Callable[[int], float] | None, global_step: int) -> None:
-    """Backward, set the scheduled rate of this iteration (when given), update."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if learning_rate is not None:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(global_step)
-    optimizer.step()
+def training_step(criterion: nn.Module, debug: CfgNode | None = None):
+    """The top-down forward pass and loss of one (images, target, target_weight, meta) batch."""
+    def step(model: nn.Module, batch, device: torch.device, options: EpochOptions) -> StepOutput:
+        images, target, target_weight, meta = batch
+        images = images.to(device, non_blocking=True, memory_format=options.memory_format)
+        target = target.to(device, non_blocking=True)
+        target_weight = target_weight.to(device, non_blocking=True)
+        with options.autocast(device):
+            output = model(images)
+        output = outputs_in_float32(output)
+        terms = loss_terms(criterion, output, target, target_weight)
+        save_debug = None
+        if debug is not None:
+            def save_debug(prefix: str) -> None:
+                save_debug_images(debug, prefix, images, meta, target, _final_heatmaps(output))
+        return StepOutput(torch.stack(list(terms.values())).sum(), terms, images.shape[0],
+                          save_debug)
+    return step
 
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, device: torch.device,
                     epoch: int, print_freq: int, writer=None, global_step: int = 0,
                     debug: CfgNode | None = None, output_dir: str = "",
-                    learning_rate: Callable[[int], float] | None = None) -> tuple[float, int]:
-    """One pass over loader; returns the mean loss and the updated global step.
+                    learning_rate: Callable[[int], float] | None = None,
+                    options: EpochOptions | None = None) -> tuple[float, int]:
+    """One pass over a top-down loader; returns the mean loss and the updated global step.
 
-    learning_rate(global_step), when given, sets the optimizer's rate before every step.
+    learning_rate(iteration), when given, sets the rate of the epoch's iteration before its
+    step; options carry precision, memory format and resume position (engine.loop.EpochOptions).
     """
-    model.train()
-    total_loss, total_samples = 0.0, 0
-    started = time.monotonic()
-    bar = _progress(loader, f"epoch {epoch}", len(loader))
-    for iteration, (images, target, target_weight, meta) in enumerate(bar):
-        images = images.to(device, non_blocking=True, memory_format=IMAGE_MEMORY_FORMAT)
-        target = target.to(device, non_blocking=True)
-        target_weight = target_weight.to(device, non_blocking=True)
-        output = model(images)
-        loss = _loss(criterion, output, target, target_weight)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration {iteration}")
-        optimizer_step(optimizer, loss, learning_rate, global_step)
-
-        batch, loss_value = images.shape[0], loss.item()
-        total_loss += loss_value * batch
-        total_samples += batch
-        global_step += 1
-        bar.set_postfix(loss=f"{loss_value:.6f}")
-        if writer is not None:
-            writer.add_scalar("train_loss", loss_value, global_step)
-        if iteration % print_freq == 0 or iteration == len(loader) - 1:
-            elapsed = time.monotonic() - started
-            logger.info("Epoch: [%d][%d/%d]  loss %.6f (avg %.6f)  %.1f samples/s", epoch,
-                        iteration, len(loader), loss_value, total_loss / total_samples,
-                        total_samples / max(elapsed, 1e-9))
-            if debug is not None:
-                save_debug_images(debug, os.path.join(output_dir, f"train_{iteration}"), images,
-                                  meta, target, _final_heatmaps(output))
-    return total_loss / max(total_samples, 1), global_step
+    return run_epoch(training_step(criterion, debug), model, loader, optimizer, device, epoch,
+                     print_freq, writer, global_step,
+                     lambda iteration: os.path.join(output_dir, f"train_{iteration}"),
+                     learning_rate, options)
 
 
 def decode_heatmaps(heatmaps: torch.Tensor, test_cfg: CfgNode):
@@ -145,6 +133,10 @@ def select_poses(cfg: CfgNode, poses: np.ndarray, box_scores: np.ndarray, scales
     return keep, scores
 
 
+def _concatenate(parts: list[np.ndarray], empty_shape: tuple, dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(empty_shape, dtype=dtype)
+
+
 @torch.no_grad()
 def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
                   criterion: nn.Module | None = None, output_dir: str = "") -> dict:
@@ -152,11 +144,12 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
     model.eval()
     dataset = loader.dataset
     flip_index = dataset.keypoint_info.flip_index if cfg.TEST.FLIP_TEST else None
+    images_format = memory_format(cfg, device)
     poses, centers, scales, box_scores, image_ids, indices = [], [], [], [], [], []
     total_loss, total_samples = 0.0, 0
     for iteration, (images, target, target_weight, meta) in enumerate(
             _progress(loader, "test", len(loader))):
-        images = images.to(device, non_blocking=True, memory_format=IMAGE_MEMORY_FORMAT)
+        images = images.to(device, non_blocking=True, memory_format=images_format)
         heatmaps = predict_heatmaps(model, images, flip_index, cfg.TEST.SHIFT_HEATMAP)
         if output_dir and iteration % cfg.PRINT_FREQ == 0:
             save_debug_images(cfg.DEBUG, os.path.join(output_dir, f"val_{iteration}"), images,
@@ -173,15 +166,31 @@ def run_inference(cfg: CfgNode, model: nn.Module, loader, device: torch.device,
         box_scores.append(meta["score"].numpy().astype(np.float64))
         image_ids.append(meta["image_id"].numpy())
         indices.append(meta["index"].numpy())
+    num_joints = dataset.keypoint_info.num_keypoints
+    # A process of a distributed run may get no test sample at all: empty arrays, right shapes.
     return {
-        "poses": np.concatenate(poses),
-        "centers": np.concatenate(centers),
-        "scales": np.concatenate(scales),
-        "box_scores": np.concatenate(box_scores),
-        "image_ids": np.concatenate(image_ids),
-        "indices": np.concatenate(indices),
+        "poses": _concatenate(poses, (0, num_joints, 3), np.float64),
+        "centers": _concatenate(centers, (0, 2), np.float64),
+        "scales": _concatenate(scales, (0, 2), np.float64),
+        "box_scores": _concatenate(box_scores, (0,), np.float64),
+        "image_ids": _concatenate(image_ids, (0,), np.int64),
+        "indices": _concatenate(indices, (0,), np.int64),
         "loss": total_loss / total_samples if total_samples else float("nan"),
+        "loss_samples": total_samples,
     }
+
+
+def merge_predictions(shards: list[dict]) -> dict:
+    """The predictions of every process's test shard as one process would have made them:
+    concatenated, in dataset order, with the sample-weighted mean loss."""
+    order = np.argsort(np.concatenate([shard["indices"] for shard in shards]), kind="stable")
+    merged = {key: np.concatenate([shard[key] for shard in shards])[order]
+              for key in ("poses", "centers", "scales", "box_scores", "image_ids", "indices")}
+    samples = sum(shard["loss_samples"] for shard in shards)
+    merged["loss"] = (sum(shard["loss"] * shard["loss_samples"] for shard in shards
+                          if shard["loss_samples"]) / samples if samples else float("nan"))
+    merged["loss_samples"] = samples
+    return merged
 
 
 def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
