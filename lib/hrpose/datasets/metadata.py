@@ -21,6 +21,10 @@ class KeypointInfo:
     scheme's groups partition the keypoints, and the scheme named ``DEFAULT_GROUP_SCHEME`` is the
     one the paper uses. Empty (the default) means the dataset has no groups: HAE's loss falls back
     to plain associative embedding there.
+    ``rescore_limbs`` are the (a, b) joint pairs whose vectors p[a] - p[b] and lengths make the
+    pose feature of the rescore net (postprocess/rescore.py), and ``rescore_torso_limbs`` the two
+    indices into them whose mean length normalises the feature. Empty: the dataset cannot be
+    rescored.
     """
 
     name: str
@@ -32,6 +36,8 @@ class KeypointInfo:
     upper_body_ids: tuple[int, ...]
     lower_body_ids: tuple[int, ...]
     keypoint_groups: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
+    rescore_limbs: tuple[tuple[int, int], ...] = ()
+    rescore_torso_limbs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         count = len(self.keypoint_names)
@@ -39,10 +45,15 @@ class KeypointInfo:
             if len(getattr(self, field_name)) != count:
                 raise ValueError(f"{self.name}: {field_name} has {len(getattr(self, field_name))} "
                                  f"entries, expected {count} (one per keypoint)")
-        used = [i for pair in self.flip_pairs + self.skeleton for i in pair]
+        used = [i for pair in self.flip_pairs + self.skeleton + self.rescore_limbs for i in pair]
         used += list(self.upper_body_ids) + list(self.lower_body_ids)
         if any(not 0 <= i < count for i in used):
             raise ValueError(f"{self.name}: a keypoint index is outside 0..{count - 1}")
+        if self.rescore_limbs and (len(self.rescore_torso_limbs) != 2 or not all(
+                0 <= i < len(self.rescore_limbs) for i in self.rescore_torso_limbs)):
+            raise ValueError(f"{self.name}: rescore_torso_limbs must be two indices into the "
+                             f"{len(self.rescore_limbs)} rescore limbs, got "
+                             f"{self.rescore_torso_limbs}")
         schemes = [scheme for scheme, _ in self.keypoint_groups]
         if len(set(schemes)) != len(schemes):
             raise ValueError(f"{self.name}: keypoint group scheme names repeat: {schemes}")
@@ -112,6 +123,13 @@ COCO = KeypointInfo(
         (DEFAULT_GROUP_SCHEME, ((0, 1, 2, 3, 4, 5, 6), (11, 12), (7,), (8,), (9,), (10,), (13,),
                                 (14,), (15,), (16,))),
     ),
+    # The 2020 regression paper's rescore limbs, in its order (the official rescore nets read
+    # the feature in this order); limbs 9 and 11 are left shoulder-hip and right shoulder-hip.
+    rescore_limbs=(
+        (0, 1), (0, 2), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 6), (5, 7), (5, 11), (6, 8),
+        (6, 12), (7, 9), (8, 10), (11, 12), (11, 13), (12, 14), (13, 15), (14, 16),
+    ),
+    rescore_torso_limbs=(9, 11),
 )
 
 CROWDPOSE = KeypointInfo(
@@ -143,6 +161,14 @@ CROWDPOSE = KeypointInfo(
         # knee + ankle).
         ("mutual_information", ((0, 1, 12, 13), (6, 7), (2, 4), (3, 5), (8, 10), (9, 11))),
     ),
+    # The 2020 regression paper's CrowdPose rescore limbs, in its order. It normalises by limbs
+    # 9 and 11 as for COCO, which here are left hip-knee and left knee-ankle, not the torso;
+    # kept so that the official CrowdPose rescore net reads the feature it was trained on.
+    rescore_limbs=(
+        (12, 13), (13, 0), (13, 1), (0, 2), (1, 3), (2, 4), (3, 5), (0, 6), (1, 7), (6, 8),
+        (7, 9), (8, 10), (9, 11), (6, 7), (0, 1),
+    ),
+    rescore_torso_limbs=(9, 11),
 )
 
 MPII = KeypointInfo(
@@ -164,11 +190,12 @@ MPII = KeypointInfo(
     lower_body_ids=tuple(range(0, 7)),
 )
 
-# OCHuman uses COCO's 17 keypoints in COCO's order (and COCO's keypoint groups).
+# OCHuman uses COCO's 17 keypoints in COCO's order (and COCO's keypoint groups and rescore limbs).
 OCHUMAN = KeypointInfo(**{**COCO.__dict__, "name": "ochuman"})
 
 # The synthetic dataset draws COCO's 17 keypoints so that it runs through the COCO code path
-# (COCO's keypoint groups included).
+# (COCO's keypoint groups and rescore limbs included: its figures have the same face, shoulder-hip
+# torso and limbs, so COCO's shoulder-hip normaliser fits them).
 SYNTHETIC = KeypointInfo(**{**COCO.__dict__, "name": "synthetic"})
 
 KEYPOINT_INFO: dict[str, KeypointInfo] = {
