@@ -6,6 +6,8 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.hrpose-installed
 DEMO_CFG := experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml
 BOTTOMUP_DEMO_CFG := experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml
+# The bottom-up demo starts its trunk from the top-down demo's model (MODEL.PRETRAINED there).
+TOPDOWN_DEMO_MODEL := output/synthetic/pose_hrnet/w16_128x96_adam_lr2e-3/model_best.pth
 
 .PHONY: all install test demo demo-bottomup bench clean
 
@@ -26,13 +28,18 @@ test: install
 demo: install
 	$(VPY) tools/demo.py --cfg $(DEMO_CFG)
 
-demo-bottomup: install
+$(TOPDOWN_DEMO_MODEL): | $(STAMP)
+	$(VPY) tools/demo.py --cfg $(DEMO_CFG)
+
+demo-bottomup: install $(TOPDOWN_DEMO_MODEL)
 	$(VPY) tools/demo.py --cfg $(BOTTOMUP_DEMO_CFG)
 
 bench: install
 	$(VPY) bench/bench_oks_nms.py
 	$(VPY) bench/bench_dark_decode.py
 	$(VPY) bench/bench_ae_grouping.py
+	$(VPY) bench/bench_hae_loss.py
+	$(VPY) bench/bench_amp_training.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info lib/hrpose/nms/_oks_nms.c lib/hrpose/nms/*.so .pytest_cache
