@@ -160,6 +160,16 @@ def is_bottom_up(model_name: str) -> bool:
     return model_name in BOTTOM_UP_MODELS
 
 
+# Bottom-up models of the 2020 heatmap-guided keypoint regression paper: centre heatmaps and
+# offsets instead of tags (their own targets, loss, decoding, rescoring and training loop).
+REGRESSION_MODELS = frozenset({"pose_hrnet_regression", "pose_higher_hrnet_regression"})
+
+
+def is_regression(model_name: str) -> bool:
+    """Whether MODEL.NAME is a keypoint-regression model (a bottom-up model without tags)."""
+    return model_name in REGRESSION_MODELS
+
+
 def get_model_extra(model_name: str) -> CN:
     """A fresh EXTRA block for a model name; KeyError for an unknown name."""
     return MODEL_EXTRAS[model_name]()

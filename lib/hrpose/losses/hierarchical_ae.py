@@ -79,7 +79,7 @@ class GroupTable(NamedTuple):
     """``hae_loss``'s lookup tables for G groups of K keypoint types."""
 
     group_of_type: torch.Tensor  # (K,) int64: the type's group, G for a type in no group
-    group_sizes: torch.Tensor  # (G + 1,) int64: full group sizes, 0 for "no group"
+    group_sizes: torch.Tensor  # (G + 1,) float32: full group sizes, 0 for "no group"
     can_flag: torch.Tensor  # (F,) int64: the groups with 5+ members
 
 
@@ -90,7 +90,7 @@ def group_table(groups: Sequence[Sequence[int]], num_joints: int,
     group_of_type = torch.full((num_joints,), len(groups), dtype=torch.long)
     for g, group in enumerate(groups):
         group_of_type[list(group)] = g
-    sizes = torch.tensor([len(group) for group in groups] + [0], dtype=torch.long)
+    sizes = torch.tensor([len(group) for group in groups] + [0], dtype=torch.float32)
     # With m <= 4 members Q1 and Q3 are the minimum and the maximum, so no fence can flag one.
     can_flag = torch.nonzero(sizes >= 5).flatten()
     return GroupTable(group_of_type.to(device), sizes.to(device), can_flag.to(device))
@@ -165,12 +165,12 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
     keypoint_type = torch.div(index, flat.shape[1] // num_joints, rounding_mode="floor")
     keypoint_type = keypoint_type.clamp(0, num_joints - 1)
     slot_group = torch.take(table.group_of_type, keypoint_type)  # (N, M, J), G = no group
-    grouped = visible & (slot_group < num_groups)
-    grouped_weight = grouped.to(flat.dtype)
+    grouped_weight = (visible & (slot_group < num_groups)).to(flat.dtype)
+    visible_weight = visible.to(flat.dtype)
 
-    count = visible.sum(dim=2).to(flat.dtype)  # (N, M)
+    count = visible_weight.sum(dim=2)  # (N, M)
     present = count > 0
-    instance_mean = (gathered * visible).sum(dim=2) / count.clamp(min=1)
+    instance_mean = (gathered * visible_weight).sum(dim=2) / count.clamp(min=1)
     # Every term is a sum over slots, so each slot carries its own group's mean and visible
     # count (gathered back from per-group sums) instead of a (N, M, G, J) membership tensor.
     group_sum = gathered.new_zeros(batch, num_people, num_groups + 1).scatter_add(
@@ -181,24 +181,21 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
     slot_group_mean = group_sum.gather(2, slot_group) / slot_count
 
     pull_weight = grouped_weight / slot_count
-    to_group = (gathered - slot_group_mean).pow(2) * torch.take(table.group_sizes, slot_group)
+    to_group = (gathered - slot_group_mean).pow(2) * torch.take(
+        table.group_sizes.to(flat.dtype), slot_group)
     if focal_pull and table.can_flag.numel():
         members = (slot_group[:, :, None, :] == table.can_flag[:, None]) & visible[:, :, None, :]
         outliers = tukey_outliers(gathered, members, focal_fence).any(dim=2)
         to_group = to_group * (1.0 + (focal_weight - 1.0) * outliers.to(flat.dtype))
-    keypoint_to_group = (to_group * pull_weight).sum(dim=2)  # (N, M)
-    # sum over a person's groups of (m_n - m_ng)^2, spread evenly over each group's members.
-    group_to_instance = ((instance_mean[..., None] - slot_group_mean).pow(2)
-                         * pull_weight).sum(dim=2)  # (N, M)
+    # keypoint-to-group and group-to-instance are both sums over a person's grouped slots; the
+    # latter's (m_n - m_ng)^2 is spread evenly over the group's visible members.
+    group_terms = (weights[1] * to_group
+                   + weights[2] * (instance_mean[..., None] - slot_group_mean).pow(2))
+    per_person = (group_terms * pull_weight).sum(dim=2)  # (N, M), 0 for empty slots
     if weights[0]:
-        spread = ((gathered - instance_mean[..., None]).pow(2) * visible).sum(dim=2)
-        keypoint_to_instance = num_joints * spread / count.clamp(min=1)  # (N, M)
-    else:
-        keypoint_to_instance = torch.zeros_like(instance_mean)
-
+        spread = ((gathered - instance_mean[..., None]).pow(2) * visible_weight).sum(dim=2)
+        per_person = per_person + weights[0] * num_joints * spread / count.clamp(min=1)
     people = present.sum(dim=1).to(flat.dtype)
-    per_person = (weights[0] * keypoint_to_instance + weights[1] * keypoint_to_group
-                  + weights[2] * group_to_instance) * present
     pull = per_person.sum(dim=1) / (num_joints * people.clamp(min=1))
     return instance_push(instance_mean, present, loss_type), pull
 
