@@ -56,6 +56,10 @@ def regression_opts(name, width, input_size, num_joints=17, tiny=False):
                        ("LOSS.PUSH_LOSS_FACTOR", "0.001"), ("LOSS.PULL_LOSS_FACTOR", "0.001"),
                        ("TEST.WITH_HEATMAPS", "True"), ("TEST.WITH_AE", "False")):
         opts += [key, "[" + ",".join([value] * stages) + "]"]
+    # Offsets are regressed at 1/4 resolution only.
+    opts += ["DATASET.BG_WEIGHT", "[" + ",".join(["0.1"] * stages) + "]",
+             "LOSS.WITH_OFFSETS_LOSS", str([True] + [False] * (stages - 1)),
+             "LOSS.OFFSETS_LOSS_FACTOR", "[" + ",".join(["0.01"] * stages) + "]"]
     if tiny:  # one module of one block per stage, a light layer1, a narrow regression head
         opts += ["MODEL.EXTRA.STAGE1.NUM_BLOCKS", "[1]", "MODEL.EXTRA.STAGE1.NUM_CHANNELS", "[8]",
                  "MODEL.EXTRA.STAGE2.NUM_BLOCKS", "[1,1]", "MODEL.EXTRA.STAGE3.NUM_MODULES", "1",

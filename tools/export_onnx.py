@@ -10,7 +10,9 @@ and std, the config's channel order); its batch axis is dynamic (--fixed-batch N
 so are height and width for bottom-up models. Outputs are the raw maps: 'heatmaps' for top-down
 models (the hourglass's last stack; --all-stacks exports each as heatmaps_stackI), one output per
 resolution for HigherHRNet (e.g. heatmaps_tags_stride4, heatmaps_stride2). Decoding, flip test,
-grouping and NMS are not in the graph (see hrpose.apis.export).
+grouping and NMS are not in the graph (see hrpose.apis.export). The keypoint-regression models
+(pose_hrnet_regression, pose_higher_hrnet_regression) are refused: torchvision cannot export their
+deformable convolutions.
 
 After writing the file (under a temporary name, then renamed) the tool runs random inputs through
 onnxruntime's CPU provider and through PyTorch and prints the largest absolute difference of each

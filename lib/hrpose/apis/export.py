@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from yacs.config import CfgNode
 
-from ..config.model_extras import is_bottom_up
+from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KEYPOINT_INFO
 from ..datasets.topdown import IMAGENET_MEAN, IMAGENET_STD
@@ -106,10 +106,22 @@ class ParityCheck:
 
 # --- the model ---------------------------------------------------------------------------------
 
+def check_exportable(cfg: CfgNode) -> None:
+    """Refuse, with one message, the models the exporter has no operators for: the regression
+    models' adaptive convolutions are torchvision deformable convolutions, which have no ONNX
+    export in torchvision (ONNX's DeformConv needs opset 19)."""
+    if is_regression(cfg.MODEL.NAME):
+        raise ExportError(f"{cfg.MODEL.NAME} cannot be exported to ONNX: its adaptive "
+                          f"convolutions are torchvision deformable convolutions "
+                          f"(torchvision.ops.deform_conv2d), which torchvision cannot export; "
+                          f"run it in PyTorch (hrpose.apis.PosePredictor)")
+
+
 def load_model_for_export(cfg: CfgNode, random_weights: bool = False, seed: int = 0) -> nn.Module:
     """The model of cfg in eval mode on the CPU, with TEST.MODEL_FILE's weights loaded strictly,
     or with PyTorch's default random initialisation when random_weights (a smoke export: the file
     computes what the network computes, but the numbers mean nothing)."""
+    check_exportable(cfg)
     if random_weights:
         if cfg.TEST.MODEL_FILE:
             logger.warning("random weights asked for: TEST.MODEL_FILE '%s' is not loaded",
@@ -333,6 +345,7 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
     at the end: an export that fails leaves nothing behind. Raises ExportError for a model the
     exporter cannot handle.
     """
+    check_exportable(cfg)
     _import_onnx()
     if fixed_batch is not None and fixed_batch < 1:
         raise ExportError(f"a fixed batch size must be positive, got {fixed_batch}")

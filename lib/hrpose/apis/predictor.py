@@ -8,9 +8,11 @@ Pictures are HxWx3 uint8 arrays in OpenCV's BGR order (what cv2.imread and cv2.V
 give), or image file paths; they are turned into the channel order the model was trained with
 (DATASET.COLOR_RGB). Top-down models need person boxes: passed in, or from the box source the
 predictor was built with (apis.boxes); bottom-up models find the persons themselves and ignore
-boxes. Crops, flip test, decoding, rescoring and OKS-NMS (top-down) and the whole-image pipeline
-and grouping (bottom-up) are the functions the validation loops call (engine.topdown,
-engine.bottomup), so a picture gives the poses tools/valid.py writes for it.
+boxes. Crops, flip test, decoding, rescoring and OKS-NMS (top-down), the whole-image pipeline
+and grouping (bottom-up) and the regression pipeline's "final" result with the rescore net of
+RESCORE.* (keypoint-regression models) are the functions the validation loops call
+(engine.topdown, engine.bottomup, engine.regression), so a picture gives the poses
+tools/valid.py writes for it.
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ from torch import nn
 from yacs.config import CfgNode
 
 from ..config import load_config
-from ..config.model_extras import is_bottom_up
+from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KeypointInfo, get_keypoint_info
 from ..datasets.topdown import normalize_image, read_image
 from ..engine.bottomup import grouping_function, infer_image, test_params
 from ..engine.checkpoint import CheckpointError, load_model_weights
 from ..engine.device import IMAGE_MEMORY_FORMAT, select_device
+from ..engine.rescore import load_rescorer
 from ..engine.topdown import decode_poses, predict_heatmaps, select_poses
 from ..errors import DataError
 from ..models import build_model
 from ..postprocess.bottomup import PERSON_CATEGORY_ID, MultiScaleMaps, coco_keypoint_results
+from ..postprocess.regression import RegressionTestParams, infer_regression
 from ..utils.transforms import box_to_center_scale, get_affine_transform
 from .boxes import BoxSource, as_box_array
 
@@ -113,12 +117,17 @@ class PosePredictor:
         self.model = model.to(self.device, memory_format=IMAGE_MEMORY_FORMAT).eval()
         self.box_source = box_source
         self.bottom_up = is_bottom_up(cfg.MODEL.NAME)
+        self.regression = is_regression(cfg.MODEL.NAME)
         dataset_name = split_source(cfg, is_train=False)[0]
         self.keypoint_info: KeypointInfo = get_keypoint_info(dataset_name)
         if self.keypoint_info.num_keypoints != cfg.MODEL.NUM_JOINTS:
             raise DataError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but dataset "
                             f"'{dataset_name}' has {self.keypoint_info.num_keypoints} keypoints")
-        if self.bottom_up:
+        if self.regression:
+            self._regression_params = RegressionTestParams.from_config(cfg, self.keypoint_info)
+            # Loaded once here, as the validation loop loads it once per run.
+            self._rescorer = load_rescorer(cfg, self.keypoint_info)
+        elif self.bottom_up:
             self._pipeline, self._grouping = test_params(cfg, self.keypoint_info.flip_index)
             self._group = grouping_function(cfg)
         else:
@@ -166,6 +175,11 @@ class PosePredictor:
         in NMS order; bottom-up persons in the grouping's order.
         """
         image = to_bgr_image(image)
+        if self.regression:
+            if keep_maps:
+                raise DataError(f"heatmap and tag-map images are made for associative-embedding "
+                                f"models; {self.cfg.MODEL.NAME} is a keypoint-regression model")
+            return Prediction(self._predict_regression(image, image_id))
         if self.bottom_up:
             return self._predict_bottom_up(image, image_id, keep_maps)
         if keep_maps:
@@ -203,14 +217,23 @@ class PosePredictor:
                                     self.keypoint_info.sigmas_array)
         return [Person(poses[i], float(scores[i]), boxes[i, :4].copy()) for i in keep]
 
+    def _predict_regression(self, image: np.ndarray, image_id: int | None) -> list[Person]:
+        final = infer_regression(self.model, self.model_image(image), self._regression_params,
+                                 self.device, rescorer=self._rescorer).final
+        return self._persons(final.poses, final.scores, image_id)
+
+    def _persons(self, poses: np.ndarray, scores: np.ndarray,
+                 image_id: int | None) -> list[Person]:
+        """Persons as the results file writes them (box = the span of the keypoints)."""
+        entries = coco_keypoint_results(poses, scores, 0 if image_id is None else image_id)
+        return [Person(np.asarray(entry["keypoints"], dtype=np.float64).reshape(-1, 3),
+                       entry["score"], np.asarray(entry["bbox"], dtype=np.float64))
+                for entry in entries]
+
     def _predict_bottom_up(self, image: np.ndarray, image_id: int | None,
                            keep_maps: bool) -> Prediction:
         result = infer_image(self.cfg, self.model, self.model_image(image), self._pipeline,
                              self._grouping, self._group, self.device, keep_maps)
         prediction = result.prediction
-        entries = coco_keypoint_results(prediction.poses, prediction.scores,
-                                        0 if image_id is None else image_id)
-        persons = [Person(np.asarray(entry["keypoints"], dtype=np.float64).reshape(-1, 3),
-                          entry["score"], np.asarray(entry["bbox"], dtype=np.float64))
-                   for entry in entries]
+        persons = self._persons(prediction.poses, prediction.scores, image_id)
         return Prediction(persons, result.maps if keep_maps else None)

@@ -413,16 +413,17 @@ def _validate_resolutions(cfg: CN, provenance: dict) -> None:
 
 
 def _validate_regression(cfg: CN, provenance: dict) -> None:
-    """Cross-key checks of a keypoint-regression experiment: its stages, per-stage lists, offsets."""
+    """Cross-key checks of a keypoint-regression experiment: stages, per-stage lists, offsets."""
     def where(full_key: str) -> str:
         return provenance.get(full_key, DEFAULTS_SOURCE)
 
     name = cfg.MODEL.NAME
     num_stages = cfg.LOSS.NUM_STAGES
     if num_stages != REGRESSION_STAGES[name]:
+        resolutions = ["1/4", "1/2"][:REGRESSION_STAGES[name]]
         raise ConfigError(f"config key 'LOSS.NUM_STAGES' {where('LOSS.NUM_STAGES')} is "
                           f"{num_stages} but {name} has {REGRESSION_STAGES[name]} output "
-                          f"stage(s) (1/4 resolution{', then 1/2' if REGRESSION_STAGES[name] > 1 else ''})")
+                          f"stage(s) ({', '.join(resolutions)} resolution)")
     for full_key in REGRESSION_PER_STAGE_KEYS:
         value = list(_lookup(cfg, full_key))
         if len(value) != num_stages:

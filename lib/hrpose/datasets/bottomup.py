@@ -252,7 +252,8 @@ class BottomUpDataset(Dataset):
     (image uint8 (H, W, 3), meta) over every image.
 
     Target settings: input_size (square), output_sizes (one square size per resolution), sigma
-    (scalar shared by every resolution, a per-resolution list, < 0 for output/64),
+    (scalar shared by every resolution, a per-resolution list, < 0 for output/64; None for a
+    subclass that encodes other targets, datasets.regression),
     max_num_people, tag_per_joint, with_center (an extra mean-of-visible-joints joint; needs
     the flip index to map it to itself, which is done here), scale_aware_sigma with base_size,
     base_sigma, int_sigma (sigma per person from its box, divided by the drawn scale factor).
@@ -274,7 +275,7 @@ class BottomUpDataset(Dataset):
         self.is_train = is_train
         self.input_size = int(input_size)
         self.output_sizes = [int(size) for size in np.atleast_1d(output_sizes)]
-        self.sigmas = sigmas_per_resolution(sigma, self.output_sizes)
+        self.sigmas = None if sigma is None else sigmas_per_resolution(sigma, self.output_sizes)
         self.max_num_people = int(max_num_people)
         self.augmentation = augmentation
         self.keypoint_info = keypoint_info or get_keypoint_info(dataset)
@@ -341,26 +342,39 @@ class BottomUpDataset(Dataset):
             return image, meta
         return self.training_item(index, image, info)
 
-    def training_item(self, index: int, image: np.ndarray, info: dict):
-        """Augment image ``index`` (already read) and encode its targets at every resolution."""
-        height, width = image.shape[:2]
+    def people_and_mask(self, index: int, height: int, width: int) -> tuple[list[dict],
+                                                                             np.ndarray]:
+        """The annotations of image ``index`` that occupy a person slot, and its training mask
+        (H, W) bool (all True for datasets trained unmasked)."""
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=self.image_ids[index],
                                                               iscrowd=None))
         if self.use_ignore_mask:
             mask = ignore_mask(annotations, height, width)
         else:
             mask = np.ones((height, width), dtype=bool)
-        people = kept_for_targets(annotations)
-        joints = people_joints(people, self.num_keypoints, self.with_center, self.image_ids[index])
-        if self.scale_aware_sigma:
-            boxes = np.array([p.get("bbox", [0, 0, 0, 0]) for p in people], dtype=np.float64)
-            person_sigma = scale_aware_sigmas(boxes, self.base_size, self.base_sigma,
-                                              self.int_sigma)
+        return kept_for_targets(annotations), mask
+
+    def augment(self, index: int, image: np.ndarray, mask: np.ndarray, joints: np.ndarray
+                ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], AffineDraw]:
+        """The epoch's random affine and flip of sample ``index`` (``apply_augmentation``), and
+        the draw itself."""
+        height, width = image.shape[:2]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         draw = draw_augmentation(width, height, self.augmentation, rng)
         image, masks, joints_list = apply_augmentation(
             image, mask, joints, draw, self.input_size, self.output_sizes, self.flip_index,
             self.augmentation.flip_convention)
+        return image, masks, joints_list, draw
+
+    def training_item(self, index: int, image: np.ndarray, info: dict):
+        """Augment image ``index`` (already read) and encode its targets at every resolution."""
+        people, mask = self.people_and_mask(index, *image.shape[:2])
+        joints = people_joints(people, self.num_keypoints, self.with_center, self.image_ids[index])
+        if self.scale_aware_sigma:
+            boxes = np.array([p.get("bbox", [0, 0, 0, 0]) for p in people], dtype=np.float64)
+            person_sigma = scale_aware_sigmas(boxes, self.base_size, self.base_sigma,
+                                              self.int_sigma)
+        image, masks, joints_list, draw = self.augment(index, image, mask, joints)
         heatmaps, tags = [], []
         for k, size in enumerate(self.output_sizes):
             sigma = person_sigma / draw.aug_scale if self.scale_aware_sigma else self.sigmas[k]

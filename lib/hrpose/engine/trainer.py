@@ -15,8 +15,9 @@ from tensorboardX import SummaryWriter
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from ..config.model_extras import is_bottom_up
+from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import build_bottomup_dataset, build_topdown_dataset
+from ..datasets.regression import collate_regression_batch
 from ..evaluation.table import log_name_value_table
 from ..losses.associative_embedding import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
@@ -33,7 +34,7 @@ from .loop import EpochOptions
 from .run_dir import RunPaths
 from .schedule import base_learning_rate, learning_rate_factor, recipe_batch_size
 from .seeding import enable_deterministic_mode, mixed_seed, seed_everything, seed_worker
-from . import bottomup, topdown
+from . import bottomup, regression, topdown
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ FINAL_MODEL_NAME = "final_state.pth"
 
 
 class Paradigm(NamedTuple):
-    """What differs between top-down and bottom-up runs; the trainer is the same for both."""
+    """What differs between top-down, bottom-up (tags) and keypoint-regression runs; the
+    trainer is the same for all."""
 
     build_dataset: Callable
     build_loss: Callable
@@ -59,9 +61,14 @@ TOP_DOWN = Paradigm(build_topdown_dataset, build_topdown_loss, topdown.train_one
 BOTTOM_UP = Paradigm(build_bottomup_dataset, build_bottomup_loss, bottomup.train_one_epoch,
                      bottomup.run_inference, bottomup.merge_predictions,
                      bottomup.evaluate_predictions)
+REGRESSION = Paradigm(regression.build_dataset, regression.build_loss,
+                      regression.train_one_epoch, regression.run_inference,
+                      regression.merge_predictions, regression.evaluate_predictions)
 
 
 def paradigm_of(cfg: CfgNode) -> Paradigm:
+    if is_regression(cfg.MODEL.NAME):
+        return REGRESSION
     return BOTTOM_UP if is_bottom_up(cfg.MODEL.NAME) else TOP_DOWN
 
 
@@ -75,6 +82,9 @@ def make_loader(cfg: CfgNode, dataset, is_train: bool, device: torch.device) -> 
         # The shuffle of epoch e is seeded by (SEED, e) and shared by all processes.
         sampler = TrainSampler(dataset, processes, index, shuffle=cfg.TRAIN.SHUFFLE,
                                seed=mixed_seed(cfg.SEED))
+        if is_regression(cfg.MODEL.NAME):
+            # Stages without offset targets hold None, which the default collate refuses.
+            collate_fn = collate_regression_batch
     else:
         batch_size = cfg.TEST.BATCH_SIZE_PER_GPU
         sampler = ShardSampler(dataset, processes, index)
