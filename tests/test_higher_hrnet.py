@@ -234,14 +234,15 @@ def test_initialisation_and_backbone_only_pretrained_loading(synthetic_model, tm
 
 
 def test_kaiming_keeps_the_output_layers_small():
-    model = build(SYNTHETIC, is_train=True)  # the synthetic experiment's INIT_METHOD kaiming
+    # the synthetic experiment's INIT_METHOD kaiming, without its top-down trunk weights
+    model = build(SYNTHETIC, "MODEL.PRETRAINED", "", is_train=True)
     assert model.deconv_layers[0][1][0].conv1.weight.std().item() > 0.05
     for layer in model.final_layers:
         assert 0 < layer.weight.std().item() < 0.002
 
 
 def test_one_training_step_changes_every_weight():
-    cfg = load_config(SYNTHETIC)
+    cfg = load_config(SYNTHETIC, ["MODEL.PRETRAINED", ""])
     torch.manual_seed(0)
     model = build_model(cfg, is_train=True).train()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}

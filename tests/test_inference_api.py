@@ -32,7 +32,7 @@ TOPDOWN_OPTS = ["MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]"
                 "TEST.USE_GT_BBOX", "True"]
 # A random model's heatmaps are low: a low threshold makes the grouping return persons.
 BOTTOMUP_OPTS = ["DATASET.INPUT_SIZE", "128", "DATASET.OUTPUT_SIZE", "[32, 64]",
-                 "TEST.DETECTION_THRESHOLD", "0.001"]
+                 "TEST.DETECTION_THRESHOLD", "0.001", "MODEL.PRETRAINED", ""]
 VIDEO_SIZE = (128, 96)  # width, height of the synthetic test video
 VIDEO_FPS = 10.0
 NUM_VIDEO_FRAMES = 6

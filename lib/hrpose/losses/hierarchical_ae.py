@@ -106,15 +106,14 @@ def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float) ->
     """
     with torch.no_grad():
         values = values.detach()[..., None, :].expand(members.shape)
-        infinity = torch.full((), float("inf"), dtype=values.dtype, device=values.device)
-        ordered = torch.where(members, values, infinity).sort(dim=-1).values
-        last = (members.sum(dim=-1) - 1).clamp(min=0)  # m - 1, (..., S)
-        first_quartile = ordered.gather(-1, (last // 4)[..., None])
-        third_quartile = ordered.gather(-1, ((3 * last + 3) // 4)[..., None])
-        spread = third_quartile - first_quartile
+        ordered = values.masked_fill(~members, float("inf")).sort(dim=-1).values
+        last = members.sum(dim=-1, keepdim=True).sub_(1).clamp_(min=0)  # m - 1, (..., S, 1)
+        first_quartile = ordered.gather(-1, last // 4)
+        third_quartile = ordered.gather(-1, (3 * last + 3) // 4)
+        fence_width = (third_quartile - first_quartile).mul_(fence)
         # Empty sets sort to +inf; inf - inf is NaN, and NaN comparisons are False.
-        outside = (values < first_quartile - fence * spread) | (values > third_quartile
-                                                                  + fence * spread)
+        outside = (values < first_quartile - fence_width) | (values > third_quartile
+                                                             + fence_width)
         return outside & members
 
 
@@ -186,7 +185,7 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
     if focal_pull and table.can_flag.numel():
         members = (slot_group[:, :, None, :] == table.can_flag[:, None]) & visible[:, :, None, :]
         outliers = tukey_outliers(gathered, members, focal_fence).any(dim=2)
-        to_group = to_group * (1.0 + (focal_weight - 1.0) * outliers.to(flat.dtype))
+        to_group = torch.where(outliers, to_group * focal_weight, to_group)
     # keypoint-to-group and group-to-instance are both sums over a person's grouped slots; the
     # latter's (m_n - m_ng)^2 is spread evenly over the group's visible members.
     group_terms = (weights[1] * to_group

@@ -85,8 +85,9 @@ def load_pretrained_weights(model: nn.Module, path: str, keep: Callable[[str], b
     if not os.path.isfile(path):
         raise CheckpointError(
             f"MODEL.PRETRAINED file not found: '{path}' (expected an ImageNet checkpoint, e.g. "
-            f"models/pytorch/imagenet/hrnet_w32-36af842e.pth or resnet50-19c8e357.pth; set "
-            f"MODEL.PRETRAINED '' to train from the random initialisation)")
+            f"models/pytorch/imagenet/hrnet_w32-36af842e.pth or resnet50-19c8e357.pth, or for "
+            f"the synthetic bottom-up experiments the top-down model that `make demo` trains; "
+            f"set MODEL.PRETRAINED '' to train from the random initialisation)")
     source = f"pretrained file '{path}'"
     state_dict = strip_wrapper_prefixes(extract_state_dict(load_checkpoint_file(path), source))
     own_state = model.state_dict()
