@@ -36,6 +36,7 @@ sums and means; no host sync, any device; the tags are gathered once for all ter
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -107,14 +108,21 @@ def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float) ->
     with torch.no_grad():
         values = values.detach()[..., None, :].expand(members.shape)
         ordered = values.masked_fill(~members, float("inf")).sort(dim=-1).values
-        last = members.sum(dim=-1, keepdim=True).sub_(1).clamp_(min=0)  # m - 1, (..., S, 1)
-        first_quartile = ordered.gather(-1, last // 4)
-        third_quartile = ordered.gather(-1, (3 * last + 3) // 4)
-        fence_width = (third_quartile - first_quartile).mul_(fence)
+        positions = _quartile_positions(members.shape[-1], members.device)
+        quartiles = ordered.gather(-1, positions[members.sum(dim=-1)])  # (..., S, 2): Q1, Q3
+        spread = quartiles[..., 1:] - quartiles[..., :1]
+        fences = quartiles + spread * torch.tensor([-fence, fence], dtype=values.dtype,
+                                                   device=values.device)
         # Empty sets sort to +inf; inf - inf is NaN, and NaN comparisons are False.
-        outside = (values < first_quartile - fence_width) | (values > third_quartile
-                                                             + fence_width)
+        outside = (values < fences[..., :1]) | (values > fences[..., 1:])
         return outside & members
+
+
+@functools.lru_cache(maxsize=None)
+def _quartile_positions(size: int, device: torch.device) -> torch.Tensor:
+    """(size + 1, 2) int64: the sorted positions of Q1 and Q3 for 0..size members."""
+    last = (torch.arange(size + 1) - 1).clamp(min=0)  # m - 1
+    return torch.stack((last // 4, (3 * last + 3) // 4), dim=1).to(device)
 
 
 def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence[int]],
