@@ -30,7 +30,7 @@ from hrpose.postprocess.regression import RegressionTestParams, infer_regression
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGRESSION_CFG = ("experiments/synthetic/hrnet_regression/"
-                  "w16_4x_reg_delaysep_bg01_stn_256_adam_lr2e-3_synthetic_x8.yaml")
+                  "w16_4x_reg_delaysep_bg01_stn_256_adam_lr2e-3_synthetic_x4.yaml")
 # A higher-variant model of width 8 at 128: one module of one block per stage, narrow heads.
 HIGHER_OPTS = [
     "MODEL.NAME", "pose_higher_hrnet_regression", "LOSS.NUM_STAGES", "2",

@@ -30,7 +30,7 @@ from hrpose.postprocess.rescore import pose_rescore_features, read_rescore_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CFG = ("experiments/synthetic/hrnet_regression/"
-             "w16_4x_reg_delaysep_bg01_stn_256_adam_lr2e-3_synthetic_x8.yaml")
+             "w16_4x_reg_delaysep_bg01_stn_256_adam_lr2e-3_synthetic_x4.yaml")
 RESCORE_CFG = "experiments/synthetic/hrnet_regression/rescore_synthetic.yaml"
 SYNTHETIC = get_keypoint_info("synthetic")
 
