@@ -18,6 +18,7 @@ from hrpose.engine.checkpoint import CheckpointError, save_checkpoint_atomic
 from hrpose.engine.demo import annotate_video, trained_checkpoint, write_demo_video
 from hrpose.errors import DataError
 from hrpose.models import build_model
+from video_frames import read_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPDOWN_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
@@ -39,17 +40,7 @@ def paths_of(root):
             str(root / DETECTION_FILE))
 
 
-def read_frames(path):
-    capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps
+
 
 
 def even(value):

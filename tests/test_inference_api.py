@@ -23,6 +23,7 @@ from hrpose.engine.trainer import validate_model
 from hrpose.errors import DataError, DataFileNotFoundError
 from hrpose.evaluation.results import load_keypoint_results
 from hrpose.models import build_model
+from video_frames import read_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,16 +238,7 @@ def run_demo(repo_root, *args):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def read_video_frames(path):
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+
 
 
 def check_demo_outputs(out, frames, timestamps):
@@ -254,7 +246,7 @@ def check_demo_outputs(out, frames, timestamps):
     assert [f["frame"] for f in poses["frames"]] == frames
     assert [f["timestamp"] for f in poses["frames"]] == pytest.approx(timestamps)
     assert poses["num_frames"] == len(frames) and len(poses["keypoint_names"]) == 17
-    written = read_video_frames(out / "people_pose.mp4")
+    written = read_frames(out / "people_pose.mp4")[0]
     assert len(written) == len(frames)
     assert written[0].shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)
     assert sorted(os.listdir(out / "frames")) == [f"frame_{i:08d}.jpg" for i in frames]
@@ -279,7 +271,7 @@ def test_video_demo_top_down_with_detections(repo_root, models, video, tmp_path)
     # The demo's poses of a frame are the API's on the decoded frame with that frame's boxes.
     predictor = PosePredictor.from_config(cfg, checkpoint, "cpu",
                                           box_source=DetectionFile(str(detection_file)))
-    expected = predictor(read_video_frames(video_path)[2], image_id=2)
+    expected = predictor(read_frames(video_path)[0][2], image_id=2)
     assert_same_poses(expected, poses["frames"][1]["persons"])
 
 

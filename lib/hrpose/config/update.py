@@ -346,18 +346,24 @@ def validate_config(cfg: CN, provenance: dict | None = None) -> None:
                           f"TRAIN.END_EPOCH ({cfg.TRAIN.END_EPOCH})")
 
 
+def _check_one_entry_per_stage(cfg: CN, keys, where) -> None:
+    """Each of the per-stage list keys has LOSS.NUM_STAGES entries."""
+    num_stages = cfg.LOSS.NUM_STAGES
+    for full_key in keys:
+        value = list(_lookup(cfg, full_key))
+        if len(value) != num_stages:
+            raise ConfigError(f"config key '{full_key}' {where(full_key)} has {len(value)} "
+                              f"entries {value} but LOSS.NUM_STAGES is {num_stages} "
+                              f"({where('LOSS.NUM_STAGES')}); give one per stage")
+
+
 def _validate_bottom_up(cfg: CN, provenance: dict) -> None:
     """Cross-key checks of a bottom-up experiment: per-stage lists, resolutions, tag stages."""
     def where(full_key: str) -> str:
         return provenance.get(full_key, DEFAULTS_SOURCE)
 
     num_stages = cfg.LOSS.NUM_STAGES
-    for full_key in PER_STAGE_KEYS:
-        value = list(_lookup(cfg, full_key))
-        if len(value) != num_stages:
-            raise ConfigError(f"config key '{full_key}' {where(full_key)} has {len(value)} "
-                              f"entries {value} but LOSS.NUM_STAGES is {num_stages} "
-                              f"({where('LOSS.NUM_STAGES')}); give one per stage")
+    _check_one_entry_per_stage(cfg, PER_STAGE_KEYS, where)
     if cfg.MODEL.NAME == "pose_higher_hrnet":
         num_deconvs = cfg.MODEL.EXTRA.DECONV.NUM_DECONVS
         if num_stages != num_deconvs + 1:
@@ -424,12 +430,7 @@ def _validate_regression(cfg: CN, provenance: dict) -> None:
         raise ConfigError(f"config key 'LOSS.NUM_STAGES' {where('LOSS.NUM_STAGES')} is "
                           f"{num_stages} but {name} has {REGRESSION_STAGES[name]} output "
                           f"stage(s) ({', '.join(resolutions)} resolution)")
-    for full_key in REGRESSION_PER_STAGE_KEYS:
-        value = list(_lookup(cfg, full_key))
-        if len(value) != num_stages:
-            raise ConfigError(f"config key '{full_key}' {where(full_key)} has {len(value)} "
-                              f"entries {value} but LOSS.NUM_STAGES is {num_stages} "
-                              f"({where('LOSS.NUM_STAGES')}); give one per stage")
+    _check_one_entry_per_stage(cfg, REGRESSION_PER_STAGE_KEYS, where)
     if any(cfg.LOSS.WITH_OFFSETS_LOSS[1:]):
         raise ConfigError(f"config key 'LOSS.WITH_OFFSETS_LOSS' {where('LOSS.WITH_OFFSETS_LOSS')} "
                           f"is {list(cfg.LOSS.WITH_OFFSETS_LOSS)}; {name} regresses offsets at "

@@ -85,15 +85,20 @@ def build_topdown_dataset(cfg: CfgNode, is_train: bool) -> TopDownDataset:
     return dataset
 
 
-def build_bottomup_dataset(cfg: CfgNode, is_train: bool) -> BottomUpDataset:
-    """The training or test split of cfg.DATASET as whole images for a bottom-up model."""
-    name, root, image_set = split_source(cfg, is_train)
-    keypoint_info = checked_keypoint_info(cfg, name)
-    augmentation = BottomUpAugmentation(
+def bottomup_augmentation(cfg: CfgNode) -> BottomUpAugmentation:
+    """The whole-image random affine and flip of cfg.DATASET, for every bottom-up dataset."""
+    return BottomUpAugmentation(
         max_rotation=cfg.DATASET.MAX_ROTATION, min_scale=cfg.DATASET.MIN_SCALE,
         max_scale=cfg.DATASET.MAX_SCALE, scale_type=cfg.DATASET.SCALE_TYPE,
         max_translate=cfg.DATASET.MAX_TRANSLATE,
         flip_probability=0.5 if cfg.DATASET.FLIP else 0.0)
+
+
+def build_bottomup_dataset(cfg: CfgNode, is_train: bool) -> BottomUpDataset:
+    """The training or test split of cfg.DATASET as whole images for a bottom-up model."""
+    name, root, image_set = split_source(cfg, is_train)
+    keypoint_info = checked_keypoint_info(cfg, name)
+    augmentation = bottomup_augmentation(cfg)
     dataset = BottomUpDataset(
         name, root, image_set, is_train, input_size=cfg.DATASET.INPUT_SIZE,
         output_sizes=cfg.DATASET.OUTPUT_SIZE, sigma=cfg.DATASET.SIGMA,

@@ -41,7 +41,7 @@ from ..codecs.regression import (RegressionTargetParams, areas_in_input_pixels,
 from ..errors import DataError
 from .bottomup import (BottomUpAugmentation, BottomUpDataset, bottomup_affine_matrix,
                        people_joints)
-from .build import checked_keypoint_info, split_source
+from .build import bottomup_augmentation, checked_keypoint_info, split_source
 from .metadata import KeypointInfo
 from .topdown import normalize_image
 
@@ -155,11 +155,7 @@ def build_regression_dataset(cfg: CfgNode, is_train: bool,
     name, root, image_set = split_source(cfg, is_train if training_split is None
                                          else training_split)
     keypoint_info = checked_keypoint_info(cfg, name)
-    augmentation = BottomUpAugmentation(
-        max_rotation=cfg.DATASET.MAX_ROTATION, min_scale=cfg.DATASET.MIN_SCALE,
-        max_scale=cfg.DATASET.MAX_SCALE, scale_type=cfg.DATASET.SCALE_TYPE,
-        max_translate=cfg.DATASET.MAX_TRANSLATE,
-        flip_probability=0.5 if cfg.DATASET.FLIP else 0.0)
+    augmentation = bottomup_augmentation(cfg)
     dataset = RegressionDataset(
         name, root, image_set, is_train, target_params=RegressionTargetParams.from_config(cfg),
         input_size=cfg.DATASET.INPUT_SIZE, max_num_people=cfg.DATASET.MAX_NUM_PEOPLE,

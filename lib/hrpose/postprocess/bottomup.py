@@ -250,7 +250,8 @@ def multi_stage_outputs(model: ModelCallable, image: torch.Tensor, params: Botto
     return heatmaps, tags
 
 
-def _model_device(model: ModelCallable) -> torch.device:
+def model_device(model: ModelCallable) -> torch.device:
+    """Where the model's parameters live (CPU for a plain callable or a model without any)."""
     if isinstance(model, torch.nn.Module):
         for parameter in model.parameters():
             return parameter.device
@@ -271,7 +272,7 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
     stacked on a last axis (a view of component-first storage).
     """
     transform = normalize_image if transform is None else transform
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     image_size = (image.shape[1], image.shape[0])
     base_size, base_center, base_scale = get_multi_scale_size(
         image_size, params.input_size, 1.0, params.min_scale)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ..datasets.topdown import normalize_image
 from .ae_grouping import heatmap_nms
 from .bottomup import (BottomUpPrediction, ModelCallable, get_final_preds, get_multi_scale_size,
-                       resize_align_multi_scale)
+                       model_device, resize_align_multi_scale)
 
 # The reference resizes every test scale relative to scale 1 (its min_scale argument is 1.0).
 REFERENCE_MIN_SCALE = 1.0
@@ -410,13 +410,6 @@ def scale_maps(model: ModelCallable, image: torch.Tensor,
     return heatmaps, keypoints
 
 
-def _model_device(model: ModelCallable) -> torch.device:
-    if isinstance(model, torch.nn.Module):
-        for parameter in model.parameters():
-            return parameter.device
-    return torch.device("cpu")
-
-
 def regression_multi_scale_maps(model: ModelCallable, image: np.ndarray,
                                 params: RegressionTestParams,
                                 device: torch.device | str | None = None,
@@ -428,7 +421,7 @@ def regression_multi_scale_maps(model: ModelCallable, image: np.ndarray,
     the input goes (default: the model's). Scales are visited largest first.
     """
     transform = normalize_image if transform is None else transform
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     image_size = (image.shape[1], image.shape[0])
     base_size, base_center, base_scale = get_multi_scale_size(
         image_size, params.input_size, 1.0, REFERENCE_MIN_SCALE)
