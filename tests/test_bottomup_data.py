@@ -100,7 +100,7 @@ def test_sigma_options():
     np.testing.assert_array_equal(scale_aware_sigmas(boxes, int_sigma=True), [4.0, 1.0])
 
 
-def test_tag_indices_pack_visible_joints_in_order():
+def test_tag_indices_keep_each_joint_in_its_own_slot():
     size, count = 8, 3
     joints = np.zeros((3, count, 3))
     joints[0] = [(1.5, 2.9, 2), (7.9, 0.0, 0), (3.0, 4.0, 1)]  # joint 1 unlabelled
@@ -108,12 +108,12 @@ def test_tag_indices_pack_visible_joints_in_order():
     joints[2] = [(0, 0, 0)] * 3  # a person without keypoints keeps its slot
     tags = encode_ae_tags(joints, size, max_num_people=4)
     assert tags.shape == (4, count, 2) and tags.dtype == np.int64
-    np.testing.assert_array_equal(tags[0], [[0 * 64 + 2 * 8 + 1, 1], [2 * 64 + 4 * 8 + 3, 1],
-                                            [0, 0]])
-    np.testing.assert_array_equal(tags[1], [[1 * 64 + 0, 1], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(tags[0], [[0 * 64 + 2 * 8 + 1, 1], [0, 0],
+                                            [2 * 64 + 4 * 8 + 3, 1]])
+    np.testing.assert_array_equal(tags[1], [[0, 0], [1 * 64 + 0, 1], [0, 0]])
     assert not tags[2:].any()
     shared = encode_ae_tags(joints, size, max_num_people=4, tag_per_joint=False)
-    np.testing.assert_array_equal(shared[0, :2, 0], [2 * 8 + 1, 4 * 8 + 3])
+    np.testing.assert_array_equal(shared[0, :, 0], [2 * 8 + 1, 0, 4 * 8 + 3])
     # More people than slots: the extra ones are left out instead of failing.
     many = np.tile(joints[:1], (5, 1, 1))
     capped = encode_ae_tags(many, size, max_num_people=2)

@@ -128,9 +128,10 @@ def tiny_batch():
                                      (0.0, 1.0, 1.5), (0.3, 1.0, 1.5)])
 def test_each_pull_level_and_push_match_the_loops(loss_type, weights):
     tag_maps, people, joints = tiny_batch()
-    # The codec compacts each person's visible keypoints into the first slots: the loss must read
-    # keypoint types from the indices, not from the slot positions.
-    assert joints[0, 1, 0, 0] // SIZE ** 2 == 1 and joints[0, 3, 4, 0] // SIZE ** 2 == 5
+    # Slot k of a person is keypoint k, also when earlier keypoints are missing (the loss reads
+    # the keypoint type from the slot).
+    assert joints[0, 1, 0, 1] == 0 and joints[0, 1, 1, 0] // SIZE ** 2 == 1
+    assert joints[0, 3, 0, 1] == 0 and joints[0, 3, 5, 0] // SIZE ** 2 == 5
     tag_maps.requires_grad_(True)
     push, pull = hae_loss(tag_maps, joints, GROUPS, loss_type, weights)
     expected_push, expected_pull, _ = loop_hae_loss(tag_maps, people, GROUPS, loss_type, weights)

@@ -6,10 +6,9 @@ Layout shared with the AE loss and the AE grouping decoder:
   a square S x S map; a joint takes part when v > 0 and its truncated position lies in the map.
 * heatmaps: (J, S, S) float32, per pixel the maximum over people of a Gaussian centred on the
   joint's truncated pixel (int(x), int(y)), peak 1 (for a whole-number 3 sigma + 1).
-* tags: (MAX_NUM_PEOPLE, J, 2) int64; row i lists person i's usable joints, packed into slots
-  0, 1, ... as (flat index, 1), the flat index addressing the flattened (J, S, S) tag map
-  (j * S^2 + y * S + x), or the single (S, S) map (y * S + x) without per-joint tags; unused
-  slots are (0, 0).
+* tags: (MAX_NUM_PEOPLE, J, 2) int64; slot (i, j) is person i's joint j as (flat index, 1)
+  when usable, the flat index addressing the flattened (J, S, S) tag map (j * S^2 + y * S + x),
+  or the single (S, S) map (y * S + x) without per-joint tags; other slots are (0, 0).
 
 The window arithmetic is HigherHRNet's: a patch of side 6 sigma + 3 centred at 3 sigma + 1,
 window [round(x - 3 sigma - 1), round(x + 3 sigma + 2)) with NumPy's half-to-even rounding, and
@@ -149,11 +148,14 @@ def encode_ae_heatmaps(joints: np.ndarray, output_size: int, sigma: float | np.n
 
 def encode_ae_tags(joints: np.ndarray, output_size: int, max_num_people: int,
                    tag_per_joint: bool = True, num_joints: int | None = None) -> np.ndarray:
-    """HigherHRNet's JointsGenerator: (max_num_people, J, 2) int64 of (flat tag index, 1).
+    """HigherHRNet's JointsGenerator: (max_num_people, J, 2) int64 of (flat tag index, visible).
 
-    Person i's usable joints (v > 0, truncated position inside the S x S map) fill slots 0, 1, ...
-    in joint order with j * S^2 + y * S + x (per-joint tag maps) or y * S + x (one shared map).
-    People beyond ``max_num_people`` are left out (the reference raises IndexError there).
+    Person i's joint j, when usable (v > 0, truncated position inside the S x S map), is slot
+    (i, j): j * S^2 + y * S + x (per-joint tag maps) or y * S + x (one shared map), and 1; other
+    slots are (0, 0). The reference packs the usable joints into the first slots instead; the AE
+    losses read only the visible slots, so their values do not change, and keeping slot j for
+    joint j lets HAE's loss know each slot's keypoint type without decoding the index. People
+    beyond ``max_num_people`` are left out (the reference raises IndexError there).
     """
     joints = _check_joints(joints, num_joints)
     count = joints.shape[1]
@@ -161,11 +163,10 @@ def encode_ae_tags(joints: np.ndarray, output_size: int, max_num_people: int,
     tags = np.zeros((int(max_num_people), count, 2), dtype=np.int64)
     joints = joints[:int(max_num_people)]
     x, y, usable = _truncated_positions(joints, size)
-    slot = np.cumsum(usable, axis=1) - 1
-    person, joint = np.nonzero(usable)
     index = y * size + x
     if tag_per_joint:
         index = index + np.arange(count)[None, :] * size * size
-    tags[person, slot[person, joint], 0] = index[person, joint]
-    tags[person, slot[person, joint], 1] = 1
+    people = joints.shape[0]
+    tags[:people, :, 0] = np.where(usable, index, 0)
+    tags[:people, :, 1] = usable
     return tags

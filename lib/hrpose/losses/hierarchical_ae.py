@@ -27,11 +27,13 @@ the minimum and the maximum while m <= 4: groups with up to four visible members
 of every CrowdPose scheme) can never flag an outlier.
 
 Unlike the released code, (a) focal pulling really applies when it is on, (b) a keypoint's group
-follows from its type, read off its tag index (the codec fills a person's slots with the visible
-keypoints only, in order, so slot j is keypoint j only when nothing before it is missing), and
-(c) the groups are the dataset's own. Everything is vectorised over images, people and groups: a
-(keypoint type -> group) table gives a (people x groups x keypoints) membership mask, then masked
-sums and means; no host sync, any device; the tags are gathered once for all terms.
+follows from its type: slot j of a person is keypoint j, as ``encode_ae_tags`` lays the slots out
+(the released codec packed the visible keypoints into the first slots while its loss read the
+group off the slot, so groups landed on the wrong keypoints whenever an earlier one was missing),
+and (c) the groups are the dataset's own. Everything is vectorised over images, people and
+groups with constant (keypoint x group) tables: every term is a weighted sum over slots, where
+each slot carries its group's mean; what depends on the visibility alone (counts, weights,
+Tukey membership) is computed without autograd, so the differentiable part is a handful of ops.
 """
 
 from __future__ import annotations
@@ -77,66 +79,118 @@ def check_keypoint_groups(groups: Sequence[Sequence[int]],
 
 
 class GroupTable(NamedTuple):
-    """``hae_loss``'s lookup tables for G groups of K keypoint types."""
+    """``hae_loss``'s constant tables for G groups of K keypoint types (slot k is keypoint k)."""
 
-    group_of_type: torch.Tensor  # (K,) int64: the type's group, G for a type in no group
-    group_sizes: torch.Tensor  # (G + 1,) float32: full group sizes, 0 for "no group"
-    can_flag: torch.Tensor  # (F,) int64: the groups with 5+ members
+    same_group: torch.Tensor  # (K, K) float32: 1 where two keypoints share a group
+    in_group: torch.Tensor  # (K,) float32: 1 for a keypoint in some group
+    group_size: torch.Tensor  # (K,) float32: the full size of the keypoint's group (0: none)
+    flaggable: torch.Tensor  # (F, K) bool: the members of each group with 5 or more members
+    quartile_positions: torch.Tensor  # (K + 1, 2) int64: Q1 and Q3 positions for m members
 
 
 def group_table(groups: Sequence[Sequence[int]], num_joints: int,
                 device: torch.device | str | None = None) -> GroupTable:
     """The lookup tables of ``groups`` (checked) on ``device``."""
     groups = check_keypoint_groups(groups, num_joints)
-    group_of_type = torch.full((num_joints,), len(groups), dtype=torch.long)
+    membership = torch.zeros(num_joints, len(groups))
+    group_size = torch.zeros(num_joints)
     for g, group in enumerate(groups):
-        group_of_type[list(group)] = g
-    sizes = torch.tensor([len(group) for group in groups] + [0], dtype=torch.float32)
+        membership[list(group), g] = 1
+        group_size[list(group)] = len(group)
     # With m <= 4 members Q1 and Q3 are the minimum and the maximum, so no fence can flag one.
-    can_flag = torch.nonzero(sizes >= 5).flatten()
-    return GroupTable(group_of_type.to(device), sizes.to(device), can_flag.to(device))
+    flaggable = membership.T[membership.sum(dim=0) >= 5] > 0
+    table = GroupTable(membership @ membership.T, membership.sum(dim=1), group_size, flaggable,
+                       quartile_positions(num_joints))
+    return GroupTable(*(tensor.to(device) for tensor in table))
 
 
-def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float) -> torch.Tensor:
+def quartile_positions(size: int) -> torch.Tensor:
+    """(size + 1, 2) int64: the sorted positions of Q1 and Q3 among m = 0..size values, NumPy's
+    'lower' 25th and 'higher' 75th percentiles: floor((m - 1) / 4) and ceil(3 (m - 1) / 4)."""
+    last = (torch.arange(size + 1) - 1).clamp(min=0)  # m - 1
+    return torch.stack((last // 4, (3 * last + 3) // 4), dim=1)
+
+
+def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float,
+                   positions: torch.Tensor | None = None) -> torch.Tensor:
     """Which members are outside their set's Tukey fences, Q1 - fence IQR and Q3 + fence IQR.
 
-    values: (..., J); members: (..., S, J) bool, S sets over the same J values. Q1 and Q3 are the
-    members' sorted values at floor((m - 1) / 4) and ceil(3 (m - 1) / 4) (NumPy's 'lower' and
-    'higher' quartiles) for m members. Returns (..., S, J) bool, False outside the members.
-    Computed without gradient.
+    values: broadcastable to members; members: (..., J) bool, one set over the last axis. Q1 and
+    Q3 are ``quartile_positions`` of the members' sorted values. positions: that table for J,
+    to skip rebuilding it. Returns (..., J) bool, False outside the members. No gradient.
     """
+    if positions is None:
+        positions = quartile_positions(members.shape[-1]).to(members.device)
     with torch.no_grad():
-        values = values.detach()[..., None, :].expand(members.shape)
-        ordered = values.masked_fill(~members, float("inf")).sort(dim=-1).values
-        positions = _quartile_positions(members.shape[-1], members.device)
-        quartiles = ordered.gather(-1, positions[members.sum(dim=-1)])  # (..., S, 2): Q1, Q3
-        spread = quartiles[..., 1:] - quartiles[..., :1]
-        fences = quartiles + spread * torch.tensor([-fence, fence], dtype=values.dtype,
-                                                   device=values.device)
-        # Empty sets sort to +inf; inf - inf is NaN, and NaN comparisons are False.
-        outside = (values < fences[..., :1]) | (values > fences[..., 1:])
-        return outside & members
+        # Non-members are NaN: they sort last, and every comparison with them is False.
+        values = torch.where(members, values, float("nan"))
+        ordered = values.sort(dim=-1).values
+        quartiles = ordered.gather(-1, positions[members.sum(dim=-1)])  # (..., 2): Q1, Q3
+        spread = fence * (quartiles[..., 1:] - quartiles[..., :1])
+        return (values < quartiles[..., :1] - spread) | (values > quartiles[..., 1:] + spread)
 
 
-@functools.lru_cache(maxsize=None)
-def _quartile_positions(size: int, device: torch.device) -> torch.Tensor:
-    """(size + 1, 2) int64: the sorted positions of Q1 and Q3 for 0..size members."""
-    last = (torch.arange(size + 1) - 1).clamp(min=0)  # m - 1
-    return torch.stack((last // 4, (3 * last + 3) // 4), dim=1).to(device)
+class _HierarchicalPull(torch.autograd.Function):
+    """The pull of ``hae_loss`` and the person means, with a hand-written gradient.
+
+    Per slot k of a person (tag g_k, instance mean i = sum_k b_k g_k, the slot's group mean
+    s_k = sum_l A_kl g_l over the visible members of its group):
+
+      pull = norm * sum_k [c1_k (g_k - s_k)^2 + c2_k (i - s_k)^2 + c0_k (g_k - i)^2]
+
+    The gradient is 2 norm [u + z - A^T (u + v) + b (sum v - sum z)] with u = c1 (g - s),
+    v = c2 (i - s), z = c0 (g - i), and A^T x = grouped * ((x / group count) @ same_group): a
+    few whole-tensor ops instead of autograd's graph of some forty small ones, which dominate
+    the cost of the loss at this size.
+    """
+
+    @staticmethod
+    def forward(ctx, gathered, instance_weight, grouped, inverse_group_count, same_group,
+                to_group_weight, to_instance_weight, spread_weight, normaliser):
+        instance_mean = (gathered * instance_weight).sum(dim=2, keepdim=True)
+        slot_group_mean = ((gathered * grouped) @ same_group) * inverse_group_count
+        to_group = gathered - slot_group_mean
+        to_instance = instance_mean - slot_group_mean
+        weighted_group = to_group * to_group_weight
+        weighted_instance = to_instance * to_instance_weight
+        per_slot = weighted_group * to_group + weighted_instance * to_instance
+        weighted_spread = None
+        if spread_weight is not None:
+            spread = gathered - instance_mean
+            weighted_spread = spread * spread_weight
+            per_slot = per_slot + weighted_spread * spread
+        ctx.save_for_backward(weighted_group, weighted_instance, weighted_spread, instance_weight,
+                              grouped, inverse_group_count, same_group, normaliser)
+        return per_slot.sum(dim=(1, 2)) * normaliser, instance_mean[..., 0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_pull, grad_mean):
+        (weighted_group, weighted_instance, weighted_spread, instance_weight, grouped,
+         inverse_group_count, same_group, normaliser) = ctx.saved_tensors
+        scale = (2 * grad_pull * normaliser)[:, None, None]
+        back_to_slots = ((weighted_group + weighted_instance) * inverse_group_count) @ same_group
+        direct = weighted_group
+        to_mean = weighted_instance.sum(dim=2, keepdim=True)
+        if weighted_spread is not None:
+            direct = direct + weighted_spread
+            to_mean = to_mean - weighted_spread.sum(dim=2, keepdim=True)
+        grad = ((direct - grouped * back_to_slots) * scale
+                + instance_weight * (to_mean * scale + grad_mean[..., None]))
+        return grad, None, None, None, None, None, None, None, None
 
 
 def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence[int]],
              loss_type: str = "exp", pull_weights: Sequence[float] = HAE_PULL_WEIGHTS,
              focal_pull: bool = False, focal_fence: float = FOCAL_FENCE,
-             focal_weight: float = FOCAL_WEIGHT,
-             table: tuple[torch.Tensor, torch.Tensor] | None = None,
+             focal_weight: float = FOCAL_WEIGHT, table: GroupTable | None = None,
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """HAE's push and pull per image -> (push (N,), pull (N,)); the formulas are the module's.
 
     tags: (N, K, H, W), one tag map per keypoint type (MODEL.TAG_PER_JOINT), or the same
     flattened to (N, K * H * W) or (N, K * H * W, 1). joints: (N, M, K, 2) int (flat index
-    k * H * W + y * W + x, visible) from ``encode_ae_tags``; a keypoint's type is its index
-    // (H * W). groups: disjoint lists of keypoint types (at least one group). pull_weights:
+    k * H * W + y * W + x, visible) from ``encode_ae_tags``: slot k of a person is keypoint k.
+    groups: disjoint lists of keypoint types (at least one group). pull_weights:
     [keypoint-to-instance, keypoint-to-group, group-to-instance]. table: ``group_table(groups,
     K)`` on the tags' device, to skip rebuilding it.
     """
@@ -162,48 +216,39 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
         raise ValueError("HAE needs at least one keypoint group (use ae_loss without groups)")
     if table is None:
         table = group_table(groups, num_joints, flat.device)
-    num_groups = table.group_sizes.shape[0] - 1
 
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    index = joints[..., 0].long()
-    gathered = flat.gather(1, index.reshape(batch, -1)).reshape(batch, num_people, num_joints)
-    visible = joints[..., 1] > 0  # (N, M, J): slot j of a person, not keypoint type j
-    keypoint_type = torch.div(index, flat.shape[1] // num_joints, rounding_mode="floor")
-    keypoint_type = keypoint_type.clamp(0, num_joints - 1)
-    slot_group = torch.take(table.group_of_type, keypoint_type)  # (N, M, J), G = no group
-    grouped_weight = (visible & (slot_group < num_groups)).to(flat.dtype)
-    visible_weight = visible.to(flat.dtype)
-
-    count = visible_weight.sum(dim=2)  # (N, M)
-    present = count > 0
-    instance_mean = (gathered * visible_weight).sum(dim=2) / count.clamp(min=1)
-    # Every term is a sum over slots, so each slot carries its own group's mean and visible
-    # count (gathered back from per-group sums) instead of a (N, M, G, J) membership tensor.
-    group_sum = gathered.new_zeros(batch, num_people, num_groups + 1).scatter_add(
-        2, slot_group, gathered * grouped_weight)
+    same_group, in_group, group_size = table.same_group, table.in_group, table.group_size
+    if same_group.dtype != flat.dtype:
+        same_group, in_group, group_size = (tensor.to(flat.dtype)
+                                            for tensor in (same_group, in_group, group_size))
+    index = joints[..., 0].long().reshape(batch, -1)
+    gathered = flat.gather(1, index).reshape(batch, num_people, num_joints)
+    # What depends on the visibility alone: the weights of every slot's terms.
     with torch.no_grad():
-        group_count = torch.zeros_like(group_sum).scatter_add_(2, slot_group, grouped_weight)
-        slot_count = group_count.gather(2, slot_group).clamp(min=1)  # (N, M, J)
-    slot_group_mean = group_sum.gather(2, slot_group) / slot_count
-
-    pull_weight = grouped_weight / slot_count
-    to_group = (gathered - slot_group_mean).pow(2) * torch.take(
-        table.group_sizes.to(flat.dtype), slot_group)
-    if focal_pull and table.can_flag.numel():
-        members = (slot_group[:, :, None, :] == table.can_flag[:, None]) & visible[:, :, None, :]
-        outliers = tukey_outliers(gathered, members, focal_fence).any(dim=2)
-        to_group = torch.where(outliers, to_group * focal_weight, to_group)
-    # keypoint-to-group and group-to-instance are both sums over a person's grouped slots; the
-    # latter's (m_n - m_ng)^2 is spread evenly over the group's visible members.
-    group_terms = (weights[1] * to_group
-                   + weights[2] * (instance_mean[..., None] - slot_group_mean).pow(2))
-    per_person = (group_terms * pull_weight).sum(dim=2)  # (N, M), 0 for empty slots
-    if weights[0]:
-        spread = ((gathered - instance_mean[..., None]).pow(2) * visible_weight).sum(dim=2)
-        per_person = per_person + weights[0] * num_joints * spread / count.clamp(min=1)
-    people = present.sum(dim=1).to(flat.dtype)
-    pull = per_person.sum(dim=1) / (num_joints * people.clamp(min=1))
+        visible = joints[..., 1] > 0  # (N, M, K)
+        visible_weight = visible.to(flat.dtype)
+        count = visible_weight.sum(dim=2)  # (N, M)
+        present = count > 0
+        instance_weight = visible_weight / count.clamp(min=1)[..., None]
+        grouped = visible_weight * in_group
+        inverse_group_count = (grouped @ same_group).clamp_(min=1).reciprocal_()  # per slot
+        # The group-to-instance term (m_n - m_ng)^2 is spread evenly over the group's members.
+        pull_weight = grouped * inverse_group_count
+        to_group_weight = (weights[1] * group_size) * pull_weight
+        if focal_pull and table.flaggable.numel():
+            members = visible[..., None, :] & table.flaggable  # (N, M, F, K)
+            outliers = tukey_outliers(gathered[..., None, :], members, focal_fence,
+                                      table.quartile_positions)
+            outliers = outliers[:, :, 0] if outliers.shape[2] == 1 else outliers.any(dim=2)
+            to_group_weight = torch.where(outliers, to_group_weight * focal_weight,
+                                          to_group_weight)
+        spread_weight = (weights[0] * num_joints) * instance_weight if weights[0] else None
+        normaliser = present.sum(dim=1).to(flat.dtype).clamp_(min=1).mul_(num_joints).reciprocal_()
+    pull, instance_mean = _HierarchicalPull.apply(
+        gathered, instance_weight, grouped, inverse_group_count, same_group, to_group_weight,
+        weights[2] * pull_weight, spread_weight, normaliser)
     return instance_push(instance_mean, present, loss_type), pull
 
 
@@ -218,10 +263,15 @@ def instance_push(means: torch.Tensor, present: torch.Tensor, loss_type: str) ->
         term = torch.exp(-difference.pow(2))
     else:
         term = (1 - difference.abs()).clamp(min=0)
-    distinct = ~torch.eye(means.shape[1], dtype=torch.bool, device=means.device)
-    pairs = present[:, :, None] & present[:, None, :] & distinct
+    pairs = present[:, :, None] & present[:, None, :] & _distinct_pairs(means.shape[1], means.device)
     people = present.sum(dim=1).to(means.dtype)
     return 0.5 * (term * pairs).sum(dim=(1, 2)) / (people * (people - 1)).clamp(min=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _distinct_pairs(size: int, device: torch.device) -> torch.Tensor:
+    """(size, size) bool: True off the diagonal."""
+    return ~torch.eye(size, dtype=torch.bool, device=device)
 
 
 class HierarchicalAELoss(nn.Module):
@@ -259,7 +309,7 @@ class HierarchicalAELoss(nn.Module):
         else:
             logger.warning("no keypoint groups for this dataset: the hierarchical tag loss falls "
                            "back to plain associative embedding")
-            table = GroupTable(*(torch.zeros(0, dtype=torch.long) for _ in GroupTable._fields))
+            table = GroupTable(*(torch.zeros(0) for _ in GroupTable._fields))
         for name, tensor in table._asdict().items():
             self.register_buffer(name, tensor, persistent=False)
 
@@ -267,7 +317,9 @@ class HierarchicalAELoss(nn.Module):
                 joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.groups:
             return ae_loss(tags, joints, self.loss_type)
-        table = GroupTable(*(getattr(self, name).to(tags.device) for name in GroupTable._fields))
+        table = GroupTable(*(getattr(self, name) for name in GroupTable._fields))
+        if table.same_group.device != tags.device:
+            table = GroupTable(*(tensor.to(tags.device) for tensor in table))
         return hae_loss(tags, joints, self.groups, self.loss_type, self.pull_weights,
                         self.focal_pull, self.focal_fence, self.focal_weight, table)
 
