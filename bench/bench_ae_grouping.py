@@ -17,6 +17,10 @@ resolution heatmaps; the mirrored pass its own outputs), then resizing, flip ave
 projection to 512x512, grouping and back-projection; infer_bottom_up against the reference's
 steps written plainly with the baseline grouping.
 
+Both run with the malloc settings the tools set at start (utils.allocator.reuse_freed_memory:
+image-sized buffers are reused instead of being faulted in again for every image);
+--default-malloc leaves glibc's defaults.
+
 Prints per case the time per image of both (each image's fastest of --repeats runs), the
 speed ratio (target: 10x) and the largest difference of coordinates and scores. Exits with
 status 1 if any result differs (other persons, another order, or a coordinate, value, tag or
@@ -39,6 +43,7 @@ from hrpose.datasets.topdown import normalize_image
 from hrpose.postprocess.ae_grouping import GroupingParams, group_keypoints
 from hrpose.postprocess.bottomup import (BottomUpTestParams, infer_bottom_up,
                                          resize_align_multi_scale)
+from hrpose.utils.allocator import reuse_freed_memory
 from hrpose.utils.transforms import flip_permutation, get_affine_transform
 
 TARGET_SPEEDUP = 10.0
@@ -71,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per image; the fastest one counts")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc settings as they are (the tools change them)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -543,13 +550,15 @@ def pipeline_case(rng: np.random.Generator, num_people: int, args: argparse.Name
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    kept = not args.default_malloc and reuse_freed_memory()
+    allocator = "glibc malloc keeps freed memory" if kept else "default malloc"
     rng = np.random.default_rng(args.seed)
     if not hungarian_is_optimal(np.random.default_rng(args.seed + 1)):
         print("the baseline's Hungarian solver is not optimal", file=sys.stderr)
         return 1
     print(f"AE grouping (HigherHRNet settings: detection 0.1, tag 1, detection value, NMS 5/2, "
           f"30 people, adjust + refine), torch {torch.get_num_threads()} CPU thread(s), "
-          f"seed {args.seed}", flush=True)
+          f"seed {args.seed}, {allocator}", flush=True)
     header = (f"{'case':<34} {'imgs':>4} {'found':>5} {'baseline ms':>12} {'ours ms':>9} "
               f"{'ratio':>7} {'identical':>9} {'max |dxy|':>10} {'max |dscore|':>12}")
     print(header)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from hrpose.postprocess import ae_grouping
 from hrpose.postprocess.ae_grouping import (
     REFERENCE_JOINT_ORDER,
     GroupingParams,
@@ -15,6 +16,7 @@ from hrpose.postprocess.ae_grouping import (
     matching_cost,
     pose_scores,
     refine_pose,
+    tag_components,
     top_k_candidates,
     window_max,
 )
@@ -433,6 +435,36 @@ def test_recovers_every_person_with_flip_tags(num_people):
     np.testing.assert_array_equal(adjusted[:, :, :2], poses[:, :, :2] + 0.25)
     np.testing.assert_array_equal(adjusted[:, :, 2:], poses[:, :, 2:])
     np.testing.assert_array_equal(adjusted_scores, scores)
+    # The tag maps as two separate component maps, as the test-time pipeline keeps them.
+    components = (batch[1][..., 0].clone(), batch[1][..., 1].clone())
+    (separate, separate_scores), = group_keypoints(batch[0], components, full)
+    np.testing.assert_array_equal(separate, adjusted)
+    np.testing.assert_array_equal(separate_scores, adjusted_scores)
+
+
+def test_tag_components_accepts_one_map_a_component_axis_or_a_sequence():
+    maps = torch.arange(2 * 3 * 4 * 5 * 2, dtype=torch.float32).reshape(2, 3, 4, 5, 2)
+    assert len(tag_components(maps[..., 0], 4)) == 1
+    split = tag_components(maps, 4)
+    assert len(split) == 2 and torch.equal(split[1], maps[..., 1])
+    kept = tag_components([maps[..., 0], maps[..., 1].numpy()], 4)
+    assert torch.equal(torch.stack(kept, dim=-1), maps)
+    with pytest.raises(ValueError, match="tag maps must be"):
+        tag_components([maps[..., 0], maps[:1, ..., 1]], 4)
+    with pytest.raises(ValueError, match="tag maps must be"):
+        tag_components(maps[0, 0, 0], 4)
+
+
+def test_top_k_in_chunks_of_joints_equals_one_pass(monkeypatch):
+    rng = np.random.default_rng(5)
+    heatmaps = torch.from_numpy(rng.random((2, J, 24, 20), dtype=np.float32))
+    tags = torch.from_numpy(rng.random((2, J, 24, 20, 2), dtype=np.float32))
+    params = GroupingParams(num_joints=J)
+    whole = top_k_candidates(heatmaps, tags, params)
+    monkeypatch.setattr(ae_grouping, "NMS_CHUNK_ELEMENTS", 3 * 2 * 24 * 20)
+    chunked = top_k_candidates(heatmaps, tags, params)
+    for expected, actual in zip(whole, chunked):
+        np.testing.assert_array_equal(actual, expected)
 
 
 @pytest.mark.parametrize("height, width", [(23, 17), (4, 2), (1, 6)])

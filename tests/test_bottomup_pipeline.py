@@ -211,7 +211,7 @@ def test_multi_scale_maps_layout():
     # not projected: the first (largest) scale's 1/2-resolution map; the scale-1 input is
     # 384 x 256, so 192 x 128; tags of scale 1 only, original and flipped
     assert maps.heatmaps.shape == (1, J, 128, 192)
-    assert maps.tags.shape == (1, J, 128, 192, 2)
+    assert len(maps.tags) == 2 and all(t.shape == (1, J, 128, 192) for t in maps.tags)
     assert maps.heatmap_size == (192, 128)
     # the reference keeps the centre/scale of its last (smallest) resize
     _, _, smallest = get_multi_scale_size((320, 240), 256, 0.5, 0.5)
@@ -317,13 +317,14 @@ def test_single_scale_aggregation_equals_the_single_scale_path(flip, project2ima
     expected_tags = torch.stack(tags, dim=4)
     size = (128, 192) if project2image else (64, 96)
     assert maps.heatmaps.shape == (1, J) + size
-    assert maps.tags.shape == (1, J) + size + (len(tags),)
+    assert len(maps.tags) == len(tags)
+    assert all(component.shape == (1, J) + size for component in maps.tags)
     if flip and project2image:
         # The pipeline averages the two passes before projecting them (resizing is linear).
         torch.testing.assert_close(maps.heatmaps, expected_heatmaps, rtol=0, atol=1e-6)
     else:
         assert torch.equal(maps.heatmaps, expected_heatmaps)
-    assert torch.equal(maps.tags, expected_tags)
+    assert torch.equal(torch.stack(maps.tags, dim=4), expected_tags)
     assert maps.heatmap_size == size[::-1]
     np.testing.assert_array_equal(maps.center, center)
     np.testing.assert_array_equal(maps.scale, scale)

@@ -318,7 +318,7 @@ def test_validation_loop_uses_the_configured_grouping(repo_root):
     np.testing.assert_array_equal(with_maps.prediction.poses, reference.poses)
     np.testing.assert_array_equal(with_maps.prediction.scores, reference.scores)
     assert with_maps.maps.heatmaps.shape == (1, J, 128, 128)
-    assert with_maps.maps.tags.shape == (1, J, 128, 128, 1)
+    assert len(with_maps.maps.tags) == 1 and with_maps.maps.tags[0].shape == (1, J, 128, 128)
     progressive = infer_bottom_up_with_maps(model, image, pipeline, grouping_params,
                                             "progressive")
     assert len(progressive.prediction.poses) == 2

@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..config import get_default_config, update_config
 from ..errors import HrposeError
+from ..utils.allocator import reuse_freed_memory
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run_cli(main: Callable[[], None]) -> None:
     """Run a tool's main; bad input ends with one 'error:' line on stderr and exit status 2."""
+    reuse_freed_memory()
     try:
         main()
     except (HrposeError, FileNotFoundError) as error:

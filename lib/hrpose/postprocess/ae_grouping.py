@@ -2,7 +2,8 @@
 
 The bottom-up decoder of HigherHRNet (reference/bottomup.md section 5.2, steps 4-8). The model
 gives per joint type j a heatmap (J, H, W) and a tag map (J, H, W, D) (D = 1, or 2 with flip
-test, one column per tag source). Decoding:
+test, one column per tag source); the tag maps may also come as a sequence of D maps (J, H, W),
+which is how the test-time pipeline keeps them (see ``tag_components``). Decoding:
 
 1. ``heatmap_nms`` keeps the local maxima of a max-pool window, ``top_k_candidates`` takes the
    ``max_num_people`` strongest of them per joint type with their (x, y) and tag vectors (torch,
@@ -28,6 +29,7 @@ float person keys are kept by default; ``GroupingParams.unique_person_ids`` fixe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -48,6 +50,9 @@ QUARTER_OFFSET = 0.25
 HALF_PIXEL = 0.5
 # refine_poses computes at most this many penalised-map pixels at once (bounds its memory).
 REFINE_CHUNK_ELEMENTS = 1 << 22
+# top_k_candidates suppresses at most this many heatmap pixels at once: small temporaries stay
+# in the CPU's cache and in the allocator's reused memory (about 4 maps of 512 x 512).
+NMS_CHUNK_ELEMENTS = 1 << 20
 # Columns of a grouped joint row: x, y, value, then the D tag components.
 X, Y, VALUE, FIRST_TAG = 0, 1, 2, 3
 
@@ -178,39 +183,66 @@ def heatmap_nms(heatmaps: torch.Tensor, kernel: int, padding: int) -> torch.Tens
     return torch.where(pooled == heatmaps, heatmaps, 0.0)
 
 
-def as_tag_vectors(tags: torch.Tensor) -> torch.Tensor:
-    """(N, Jt, H, W) or (N, Jt, H, W, D) tag maps as (N, Jt, H, W, D)."""
-    if tags.dim() == 4:
-        return tags.unsqueeze(-1)
-    if tags.dim() != 5:
-        raise ValueError(f"tags must be (N, J, H, W) or (N, J, H, W, D), got {tuple(tags.shape)}")
-    return tags
+TagMaps = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 
 
-def top_k_candidates(heatmaps: torch.Tensor, tags: torch.Tensor,
+def tag_components(tags: TagMaps, map_dims: int) -> tuple[torch.Tensor, ...]:
+    """Tag maps as their D component maps, each with ``map_dims`` dimensions.
+
+    tags: one map of map_dims dimensions (D = 1), a map with a trailing component axis
+    (map_dims + 1 dimensions, split into views), or a sequence of D maps. Image-sized tag maps
+    are kept as separate components because one buffer holding them all would be large enough
+    for the CPU allocator to hand it back to the system after every image.
+    """
+    if isinstance(tags, (torch.Tensor, np.ndarray)):
+        tags = torch.as_tensor(tags)
+        if tags.dim() == map_dims:
+            return (tags,)
+        if tags.dim() == map_dims + 1:
+            return tuple(tags.unbind(dim=-1))
+        components = [tags]
+    else:
+        components = [torch.as_tensor(component) for component in tags]
+    if not components or any(c.dim() != map_dims or c.shape != components[0].shape
+                             for c in components):
+        shapes = [tuple(c.shape) for c in components]
+        raise ValueError(f"tag maps must be one array of {map_dims} or {map_dims + 1} dimensions "
+                         f"or a sequence of equal arrays of {map_dims}; got shapes {shapes}")
+    return tuple(components)
+
+
+def top_k_candidates(heatmaps: torch.Tensor, tags: TagMaps,
                      params: GroupingParams) -> Candidates:
     """NMS, then the max_num_people strongest peaks per joint type with their tag vectors.
 
-    heatmaps (N, J, H, W); tags (N, J, H, W[, D]), or with one tag channel (N, 1, H, W[, D])
-    shared by all joint types (MODEL.TAG_PER_JOINT False). Computed on the heatmaps' device,
-    returned on the CPU. K = min(max_num_people, H * W).
+    heatmaps (N, J, H, W); tags (N, J, H, W[, D]) or D maps (N, J, H, W), or with one tag
+    channel (N, 1, ...) shared by all joint types (MODEL.TAG_PER_JOINT False). Computed on the
+    heatmaps' device, returned on the CPU. K = min(max_num_people, H * W).
     """
     if heatmaps.dim() != 4:
         raise ValueError(f"heatmaps must be (N, J, H, W), got {tuple(heatmaps.shape)}")
     num_images, num_joints, height, width = heatmaps.shape
-    tags = as_tag_vectors(tags)
-    if tags.shape[0] != num_images or tags.shape[2:4] != heatmaps.shape[2:4] \
-            or tags.shape[1] not in (1, num_joints):
-        raise ValueError(f"tags {tuple(tags.shape)} do not fit heatmaps {tuple(heatmaps.shape)}")
-    suppressed = heatmap_nms(heatmaps, params.nms_kernel, params.nms_padding)
+    components = tag_components(tags, 4)
+    tag_shape = components[0].shape
+    if tag_shape[0] != num_images or tag_shape[2:4] != heatmaps.shape[2:4] \
+            or tag_shape[1] not in (1, num_joints):
+        raise ValueError(f"tags {tuple(tag_shape)} (x{len(components)}) do not fit heatmaps "
+                         f"{tuple(heatmaps.shape)}")
     k = min(params.max_num_people, height * width)
-    values, index = suppressed.reshape(num_images, num_joints, -1).topk(k, dim=2)
-    # One gather per tag component: tags[..., d] flattens without a copy whether the tag maps
-    # are stored component-last or as a permuted view of component-first maps.
+    chunk = max(1, NMS_CHUNK_ELEMENTS // (num_images * height * width))
+    values, index = [], []
+    for start in range(0, num_joints, chunk):
+        suppressed = heatmap_nms(heatmaps[:, start:start + chunk], params.nms_kernel,
+                                 params.nms_padding)
+        chunk_values, chunk_index = suppressed.flatten(2).topk(k, dim=2)
+        values.append(chunk_values)
+        index.append(chunk_index)
+    values, index = torch.cat(values, dim=1), torch.cat(index, dim=1)
+    # One gather per tag component (a component of component-last maps flattens without a copy).
     tag_k = torch.stack([
-        torch.gather(tags[..., component].reshape(num_images, tags.shape[1], height * width)
+        torch.gather(component.reshape(num_images, tag_shape[1], height * width)
                      .expand(num_images, num_joints, height * width), 2, index)
-        for component in range(tags.shape[-1])], dim=3)
+        for component in components], dim=3)
     locations = torch.stack((index % width, torch.div(index, width, rounding_mode="floor")), dim=3)
     return Candidates(values.cpu().numpy(), locations.cpu().numpy(), tag_k.cpu().numpy())
 
@@ -381,49 +413,42 @@ def pose_scores(poses: np.ndarray) -> np.ndarray:
     return np.array([pose[:, VALUE].mean() for pose in poses], dtype=np.float32)
 
 
-def _penalised_argmax(heatmap: torch.Tensor, tag_maps: torch.Tensor,
+def _penalised_argmax(heatmap: torch.Tensor, tag_maps: Sequence[torch.Tensor],
                       person_tags: torch.Tensor) -> torch.Tensor:
     """Per person, the first flat index of the maximum of heatmap - round(||tag - person tag||).
 
-    heatmap (H, W) and tag_maps (D, H, W) of one joint type, person_tags (n, D); float32, one
+    heatmap (H, W) and its D tag maps (H, W) of one joint type, person_tags (n, D); float32, one
     device. The distance is built as the reference's NumPy expression evaluates it in float32
     (component differences squared, summed in component order, square root, round half to
     even), so the maximum and its first occurrence in row-major order are the same. Returns
     (n,) int64 on that device.
     """
     squared = None
-    for component in range(tag_maps.shape[0]):
-        difference = tag_maps[component][None] - person_tags[:, component, None, None]
+    for component, tag_map in enumerate(tag_maps):
+        difference = tag_map[None] - person_tags[:, component, None, None]
         difference.mul_(difference)
         squared = difference if squared is None else squared.add_(difference)
     penalised = torch.sub(heatmap, squared.sqrt_().round_(), out=squared)
     return penalised.reshape(person_tags.shape[0], -1).argmax(dim=1)
 
 
-def _tag_components(tags: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """(J, H, W[, D]) tag maps as a contiguous float32 (D, J, H, W) tensor (no copy when the
-    maps already are a component-last view of such a tensor)."""
-    tags = torch.as_tensor(tags, dtype=torch.float32)
-    if tags.dim() == 3:
-        tags = tags.unsqueeze(-1)
-    return tags.permute(3, 0, 1, 2).contiguous()
-
-
-def _person_tags(poses: np.ndarray, components: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _person_tags(poses: np.ndarray, components: Sequence[torch.Tensor]
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean tag (P, D) float32 of each person at the truncated positions of its joints with
     value > 0, averaged as the reference averages its list of tag vectors, and (P,) bool: the
     person has such a joint (the mean of the others is left 0)."""
-    person_tags = np.zeros((len(poses), components.shape[0]), dtype=np.float32)
+    person_tags = np.zeros((len(poses), len(components)), dtype=np.float32)
     has_joints = np.zeros(len(poses), dtype=bool)
     found_person, found_joint = np.nonzero(poses[:, :, VALUE] > 0)
     if found_person.size == 0:
         return person_tags, has_joints
     columns = poses[found_person, found_joint, X].astype(np.int32).astype(np.int64)
     rows = poses[found_person, found_joint, Y].astype(np.int32).astype(np.int64)
-    tag_rows = np.zeros_like(found_joint) if components.shape[1] == 1 else found_joint
-    index = [torch.as_tensor(a, device=components.device) for a in (tag_rows, rows, columns)]
+    tag_rows = np.zeros_like(found_joint) if components[0].shape[0] == 1 else found_joint
+    index = [torch.as_tensor(a, device=components[0].device) for a in (tag_rows, rows, columns)]
     # (n, D) rows in person order, laid out as NumPy lays out the reference's list
-    found_tags = np.ascontiguousarray(components[:, index[0], index[1], index[2]].T.cpu().numpy())
+    found_tags = torch.stack([component[index[0], index[1], index[2]]
+                              for component in components], dim=1).cpu().numpy()
     persons, starts = np.unique(found_person, return_index=True)
     for person, person_rows in zip(persons, np.split(found_tags, starts[1:])):
         person_tags[person] = np.mean(person_rows, axis=0)
@@ -432,11 +457,12 @@ def _person_tags(poses: np.ndarray, components: torch.Tensor) -> tuple[np.ndarra
 
 
 def refine_poses(poses: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
-                 tags: torch.Tensor | np.ndarray) -> np.ndarray:
+                 tags: TagMaps) -> np.ndarray:
     """Fill the joints each person lacks; returns new (P, J, C) float32 poses.
 
     poses (P, J, C) of one image from match_by_tag (optionally adjusted); heatmaps (J, H, W);
-    tags (J, H, W) or (J, H, W, D), or with one shared tag channel (1, H, W[, D]); tensors on
+    tags (J, H, W), (J, H, W, D) or D maps (J, H, W), or with one shared tag channel (1, ...);
+    tensors on
     any device (the per-pixel work runs there) or NumPy arrays. Per person: its tag is the mean
     tag at the (truncated) positions of its joints with value > 0; for each joint type the map
     heatmap - round(tag distance to that mean) is maximised (first maximum in row-major order);
@@ -453,8 +479,9 @@ def refine_poses(poses: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
         return refined
     heatmaps = torch.as_tensor(heatmaps, dtype=torch.float32)
     device = heatmaps.device
-    components = _tag_components(tags).to(device)
-    shared_tags = components.shape[1] == 1
+    components = [torch.as_tensor(component, dtype=torch.float32).to(device)
+                  for component in tag_components(tags, 3)]
+    shared_tags = components[0].shape[0] == 1
     height, width = heatmaps.shape[1:]
     person_tags, has_joints = _person_tags(refined, components)
     pair_person, pair_joint = np.nonzero((refined[:, :, VALUE] == 0) & has_joints[:, None])
@@ -465,7 +492,7 @@ def refine_poses(poses: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
     order, best = [], []
     for joint_type in np.unique(pair_joint):
         pairs = np.flatnonzero(pair_joint == joint_type)
-        tag_maps = components[:, 0 if shared_tags else joint_type]
+        tag_maps = [component[0 if shared_tags else joint_type] for component in components]
         for start in range(0, pairs.size, chunk):
             part = pairs[start:start + chunk]
             part_tags = person_tags[torch.as_tensor(pair_person[part], device=device)]
@@ -496,18 +523,19 @@ def refine_poses(poses: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
 
 
 def refine_pose(pose: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
-                tags: torch.Tensor | np.ndarray) -> np.ndarray:
+                tags: TagMaps) -> np.ndarray:
     """refine_poses for one person: pose (J, C) -> new (J, C) float32."""
     return refine_poses(np.asarray(pose)[None], heatmaps, tags)[0]
 
 
-def group_keypoints(heatmaps: torch.Tensor, tags: torch.Tensor, params: GroupingParams,
+def group_keypoints(heatmaps: torch.Tensor, tags: TagMaps, params: GroupingParams,
                     assignment: AssignmentSolver = linear_sum_assignment,
                     matcher: Callable[..., np.ndarray] | None = None) -> list[GroupedPoses]:
     """Decode a batch: persons and scores per image (HigherHRNet's HeatmapParser.parse).
 
     heatmaps (N, J, H, W) float (the aggregated, un-suppressed maps; any device); tags
-    (N, J or 1, H, W) or (N, J or 1, H, W, D). NMS, top-k and refine's per-pixel work run on
+    (N, J or 1, H, W), (N, J or 1, H, W, D) or D maps (N, J or 1, H, W) (``tag_components``).
+    NMS, top-k and refine's per-pixel work run on
     the device; the heatmaps are copied to the CPU once for adjust. Scores are taken after
     adjust and before refine. Coordinates are in heatmap pixels (see bottomup.get_final_preds).
     matcher(values, locations, tags, params, assignment) -> poses groups one image's candidates;
@@ -518,7 +546,7 @@ def group_keypoints(heatmaps: torch.Tensor, tags: torch.Tensor, params: Grouping
         raise ValueError(f"heatmaps have {heatmaps.shape[1]} joint channels, "
                          f"the grouping expects {params.num_joints}")
     heatmaps = heatmaps.detach().float()
-    tags = as_tag_vectors(tags.detach().float())
+    tags = tuple(component.detach().float() for component in tag_components(tags, 4))
     candidates = top_k_candidates(heatmaps, tags, params)
     heatmaps_cpu = heatmaps.cpu().numpy() if params.adjust else None
     grouped = []
@@ -529,7 +557,8 @@ def group_keypoints(heatmaps: torch.Tensor, tags: torch.Tensor, params: Grouping
             poses = adjust_poses(poses, heatmaps_cpu[image])
         scores = pose_scores(poses)
         if params.refine:
-            poses = refine_poses(poses, heatmaps[image], tags[image])
+            poses = refine_poses(poses, heatmaps[image],
+                                 tuple(component[image] for component in tags))
         grouped.append(GroupedPoses(poses, scores))
     return grouped
 

@@ -102,14 +102,14 @@ class BottomUpTestParams:
 class MultiScaleMaps(NamedTuple):
     """What the network part of the pipeline gives the grouping.
 
-    heatmaps (1, J, H, W) and tags (1, J or 1, H, W, D) on the model's device (D = number of
-    tag maps of scale 1: 1, or 2 with flip; a view of (D, 1, J or 1, H, W) storage, so use
-    reshape rather than view on it); center (2,), scale (2,) and heatmap_size (W, H):
-    the arguments get_final_preds needs to bring heatmap pixels back to the image.
+    heatmaps (1, J, H, W) and tags, D maps (1, J or 1, H, W) (D = number of tag maps of scale
+    1: 1, or 2 with flip; ``torch.stack(tags, dim=-1)`` gives (1, J or 1, H, W, D)), on the
+    model's device; center (2,), scale (2,) and heatmap_size (W, H): the arguments
+    get_final_preds needs to bring heatmap pixels back to the image.
     """
 
     heatmaps: torch.Tensor
-    tags: torch.Tensor
+    tags: tuple[torch.Tensor, ...]
     center: np.ndarray
     scale: np.ndarray
     heatmap_size: tuple[int, int]
@@ -267,9 +267,11 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
     image: (H, W, 3) uint8 RGB. transform: resized image -> (3, h, w) tensor (default: ToTensor
     + ImageNet normalisation). device: where the input goes (default: the model's parameters'
     device, else CPU). Scales are visited largest first. Heatmaps: (orig + flip) / 2 per scale
-    (averaged before any resize: the reference's values up to float rounding), resized to the first (largest) scale's maps unless projected, summed, divided by the
-    number of scales. Tags: the maps of scale 1 (or of the only scale), each (1, J, H, W),
-    stacked on a last axis (a view of component-first storage).
+    (averaged before any resize: the reference's values up to float rounding), resized to the
+    first (largest) scale's maps unless projected, summed, divided by the number of scales.
+    Tags: the maps of scale 1 (or of the only scale), a tuple of (1, J, H, W) maps: the
+    reference's stack on a last axis, kept apart (image-sized, one buffer for all would be
+    handed back to the system by the CPU allocator after every image).
     """
     transform = normalize_image if transform is None else transform
     device = model_device(model) if device is None else torch.device(device)
@@ -279,7 +281,6 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
     projected_size = (int(base_size[1]), int(base_size[0]))
     final_heatmaps: torch.Tensor | None = None
     tag_list: list[torch.Tensor] = []
-    stacked_tags: torch.Tensor | None = None
     center, scale = base_center, base_scale
     single_scale = len(params.scale_factors) == 1
     with torch.no_grad():
@@ -293,13 +294,9 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
             average = (heatmaps[0] + heatmaps[1]) / 2.0 if params.flip_test else heatmaps[0]
             keep_tags = current_scale == 1 or single_scale
             if params.project2image:
-                # One resize of heatmaps and tags together; the tags come out stacked
-                # component-first, which the grouping reads without a copy.
-                maps = [average] + tags if keep_tags else [average]
-                projected = _resize(torch.cat(maps, dim=1), projected_size)
-                average = projected[:, :num_joints]
+                average = _resize(average, projected_size)
                 if keep_tags:
-                    stacked_tags = projected[:, num_joints:].unflatten(1, (len(tags), -1))
+                    tag_list = [_resize(maps, projected_size) for maps in tags]
             elif keep_tags:
                 if final_heatmaps is not None:
                     tags = [_resize(maps, final_heatmaps.shape[2:]) for maps in tags]
@@ -312,12 +309,8 @@ def multi_scale_maps(model: ModelCallable, image: np.ndarray, params: BottomUpTe
                 final_heatmaps = final_heatmaps + _resize(average, final_heatmaps.shape[2:])
         if len(params.scale_factors) > 1:    # (a division by 1 would change no value)
             final_heatmaps = final_heatmaps / float(len(params.scale_factors))
-        # The tag maps stacked component-first and viewed component-last: the same values as
-        # concatenating them on a last axis, without interleaving them in memory (the grouping
-        # reads one component at a time).
-        if stacked_tags is None:
-            stacked_tags = torch.stack(tag_list, dim=1)
-        tags = stacked_tags.permute(0, 2, 3, 4, 1)
+        # The tag maps stay one tensor per component (the grouping reads one at a time).
+        tags = tuple(tag_list)
     if params.backproject_with_base_scale:
         center, scale = base_center, base_scale
     heatmap_size = (int(final_heatmaps.shape[3]), int(final_heatmaps.shape[2]))

@@ -47,6 +47,7 @@ from .ae_grouping import (
     AssignmentSolver,
     GroupedPoses,
     GroupingParams,
+    TagMaps,
     group_keypoints,
     matching_cost,
 )
@@ -182,14 +183,15 @@ def _progressive_poses(values: np.ndarray, locations: np.ndarray, tags: np.ndarr
     return progressive_match(values, locations, tags, params, assignment).poses
 
 
-def group_keypoints_progressive(heatmaps: torch.Tensor, tags: torch.Tensor,
+def group_keypoints_progressive(heatmaps: torch.Tensor, tags: TagMaps,
                                 params: GroupingParams,
                                 assignment: AssignmentSolver = linear_sum_assignment
                                 ) -> list[GroupedPoses]:
     """ae_grouping.group_keypoints with progressive matching: persons and scores per image.
 
     Same inputs and outputs: heatmaps (N, J, H, W) (aggregated, un-suppressed; any device),
-    tags (N, J or 1, H, W) or (N, J or 1, H, W, D); poses in heatmap pixels, adjusted, scored
+    tags (N, J or 1, H, W), (N, J or 1, H, W, D) or D maps (N, J or 1, H, W); poses in heatmap
+    pixels, adjusted, scored
     (mean joint value, before refine), refined, as params says.
     """
     return group_keypoints(heatmaps, tags, params, assignment, matcher=_progressive_poses)

@@ -37,8 +37,8 @@ UINT8_MAX = 255
 
 class BottomUpWithMaps(NamedTuple):
     """The persons of one image (as infer_bottom_up returns them) and the maps they came from:
-    maps.heatmaps (1, J, H, W), maps.tags (1, J or 1, H, W, D) on the model's device, with the
-    centre, scale and heatmap size that map heatmap pixels to image pixels."""
+    maps.heatmaps (1, J, H, W), maps.tags (D maps (1, J or 1, H, W)) on the model's device,
+    with the centre, scale and heatmap size that map heatmap pixels to image pixels."""
 
     prediction: BottomUpPrediction
     maps: MultiScaleMaps
@@ -98,14 +98,16 @@ def render_heatmap(heatmaps: torch.Tensor | np.ndarray, joint: int | None = None
     return cv2.applyColorMap(levels, colormap)
 
 
-def render_tag_map(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray,
+def render_tag_map(heatmaps: torch.Tensor | np.ndarray,
+                   tags: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
                    joint: int | None = None, component: int | None = 0,
                    threshold: float = DEFAULT_TAG_MAP_THRESHOLD,
                    colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
     """(H, W, 3) uint8 BGR image of a tag map: hue = tag, brightness = heatmap confidence.
 
-    heatmaps (J, H, W) or (1, J, H, W); tags (J or 1, H, W), (J or 1, H, W, D) or, as
-    MultiScaleMaps holds them, (1, J or 1, H, W, D) (one tag channel may serve all joints).
+    heatmaps (J, H, W) or (1, J, H, W); tags (J or 1, H, W), (J or 1, H, W, D), the same with a
+    batch axis of 1, or, as MultiScaleMaps holds them, a sequence of D maps (1, J or 1, H, W)
+    (one tag channel may serve all joints).
     joint None: each pixel shows the tag of the joint type whose heatmap is highest there;
     else that joint type's.
     component: which tag column (0 = the unflipped pass; None = their mean). Pixels with heatmap
@@ -114,6 +116,8 @@ def render_tag_map(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.
     by heatmap / its confident maximum; the other pixels are black.
     """
     heatmaps = _strip_batch(_numpy(heatmaps), 3)
+    if isinstance(tags, (list, tuple)):
+        tags = np.stack([_numpy(component) for component in tags], axis=-1)
     tags = _strip_batch(_numpy(tags), 4)
     if tags.ndim == 3:
         tags = tags[..., None]
