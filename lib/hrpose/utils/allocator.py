@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import logging
 import sys
@@ -33,7 +32,7 @@ def reuse_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them
         if not hasattr(libc, "gnu_get_libc_version"):
             return False
         applied = (libc.mallopt(M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD) == 1
