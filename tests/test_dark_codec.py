@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from hrpose.codecs import dark
 from hrpose.codecs.dark import (decode_dark, encode_unbiased_heatmaps, gaussian_blur,
                                 opencv_gaussian_kernel, taylor_refine)
 from hrpose.codecs.heatmap import decode_standard, flip_back
@@ -146,3 +147,30 @@ def test_windowed_decoding_equals_blurring_whole_maps():
         log_maps = torch.log(gaussian_blur(maps, kernel_size).clamp_min(1e-10))
         expected = taylor_refine(log_maps, coords)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
+
+
+def test_decoding_in_pieces_with_peaks_at_every_border(monkeypatch):
+    # Peaks on the refinable band's edges of the first and the last map (their windows would
+    # reach outside the storage) and of maps in between (windows reaching a neighbour map),
+    # decoded in pieces of 3 maps; and maps smaller than one window.
+    rng = np.random.default_rng(4)
+    height, width = 20, 16
+    centres = [(2.3, 2.2), (15.0, 19.0), (2.2, 17.4), (13.3, 2.4), (7.5, 9.2), (0.4, 0.3),
+               (13.4, 17.3)]
+    centres = np.array([centres[i % len(centres)] for i in range(14)])
+    maps = gaussian_maps(centres, sigma=1.2, size=(width, height)).double()
+    maps = maps.reshape(2, 7, height, width) + torch.from_numpy(
+        rng.normal(0, 0.01, (2, 7, height, width)))
+    monkeypatch.setattr(dark, "DARK_PIECE_ELEMENTS", 3 * height * width)
+    for kernel_size in (3, 11):
+        result = decode_dark(maps, kernel_size)
+        coords = decode_standard(maps, post_process=False).coords
+        log_maps = torch.log(gaussian_blur(maps, kernel_size).clamp_min(1e-10))
+        torch.testing.assert_close(result.coords, taylor_refine(log_maps, coords),
+                                   rtol=0, atol=1e-9)
+        torch.testing.assert_close(result.maxvals, maps.flatten(2).amax(dim=2, keepdim=True))
+    small = maps[:, :, :6, :5].contiguous()
+    coords = decode_standard(small, post_process=False).coords
+    log_maps = torch.log(gaussian_blur(small, 11).clamp_min(1e-10))
+    torch.testing.assert_close(decode_dark(small, 11).coords, taylor_refine(log_maps, coords),
+                               rtol=0, atol=1e-9)

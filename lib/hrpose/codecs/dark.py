@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .heatmap import (DRAW_WEIGHT_THRESHOLD, GAUSSIAN_RADIUS_SIGMAS, HeatmapDecodeResult,
-                      gather_pixels, get_max_preds)
+                      first_argmax, gather_pixels, get_max_preds)
 
 # OpenCV's getGaussianKernel uses these fixed tables for sigma <= 0 and sizes up to 7. (OpenCV 4.x
 # and later also tabulate size 9; the references ran OpenCV 3, which sampled sigma 1.7 there.)
@@ -21,6 +21,8 @@ OPENCV_SMALL_KERNELS = {
 }
 # The log map is clamped here before the Taylor step, as the reference does.
 LOG_FLOOR = 1e-10
+# decode_dark works through the maps in pieces of about this many pixels (16 MB of float32).
+DARK_PIECE_ELEMENTS = 1 << 22
 
 
 def encode_unbiased_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
@@ -162,25 +164,51 @@ def _stencil_blur_weights(kernel_size: int, dtype: torch.dtype, device) -> torch
     return torch.as_tensor(weights.reshape(side * side, -1), dtype=dtype, device=device)
 
 
-def _blurred_stencils(maps: torch.Tensor, coords: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Unscaled blurred values (B, K, 13), float64, at the stencil around each peak.
+def _decode_dark_piece(flat: torch.Tensor, height: int, width: int, kernel_size: int,
+                       weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DARK decoding of maps (n, H * W) (contiguous): refined (n, 2) float64 and maxvals (n,).
 
     The zero-padded blur at a pixel reads the raw map only within the kernel radius, so the
-    window of side 5 + 2r around the peak, zero outside the map, gives the whole-map numbers.
+    window of side 5 + 2r around the peak, zero outside the map, gives the blurred stencil;
+    the windows are read as strided views of the maps' storage (a window that would start
+    before the first map or end after the last one takes the whole-map path instead).
     """
-    batch, joints, height, width = maps.shape
+    rows = flat.shape[0]
+    maxvals, index = first_argmax(flat)
+    positive = maxvals > 0
+    x = torch.where(positive, index % width, 0)
+    y = torch.where(positive, torch.div(index, width, rounding_mode="floor"), 0)
+    peaks = torch.stack([x, y], dim=1).double()
+    inside = (x > 1) & (x < width - 2) & (y > 1) & (y < height - 2)
+
     half = kernel_size // 2 + STENCIL_RADIUS
-    pixel = coords.long()
-    steps = torch.arange(-half, half + 1, device=maps.device)
-    rows = pixel[..., 1, None] + steps
-    columns = pixel[..., 0, None] + steps
-    row_ok = (rows >= 0) & (rows < height)
-    column_ok = (columns >= 0) & (columns < width)
-    index = (rows.clamp(0, height - 1)[..., :, None] * width
-             + columns.clamp(0, width - 1)[..., None, :]).flatten(2)
-    window = maps.flatten(2).gather(2, index).double()
-    window = window * (row_ok[..., :, None] & column_ok[..., None, :]).flatten(2)
-    return window @ _stencil_blur_weights(kernel_size, window.dtype, maps.device)
+    side = 2 * half + 1
+    storage = flat.reshape(-1)
+    span = (side - 1) * width + side
+    if storage.numel() >= span:
+        windows = storage.as_strided((storage.numel() - span + 1, side, side), (1, width, 1))
+        start = (torch.arange(rows, device=flat.device) * (height * width)
+                 + (y - half) * width + (x - half))
+        clamped = start.clamp(0, storage.numel() - span)
+        steps = torch.arange(-half, half + 1, device=flat.device)
+        window_rows, window_columns = y[:, None] + steps, x[:, None] + steps
+        in_map = (((window_rows >= 0) & (window_rows < height))[:, :, None]
+                  & ((window_columns >= 0) & (window_columns < width))[:, None, :])
+        window = torch.where(in_map, windows[clamped], 0.0)
+        stencils = window.reshape(rows, side * side).double() @ weights
+        # The blur of values <= m0 with weights summing to <= 1 stays <= m0, so the rescale
+        # factor is >= 1 and cannot lift a stencil value that was under the floor above it.
+        exact = inside & ((stencils < LOG_FLOOR).any(dim=1) | (clamped != start))
+        offset, _ = _newton_offset(torch.log(stencils.clamp_min(LOG_FLOOR)))
+        refined = peaks + offset * (inside & ~exact)[:, None]
+    else:  # maps smaller than one window
+        exact, refined = inside, peaks.clone()
+    if exact.any():
+        chosen = torch.nonzero(exact).flatten()
+        maps = flat[chosen].reshape(-1, 1, height, width).double()
+        log_maps = torch.log(gaussian_blur(maps, kernel_size).clamp_min(LOG_FLOOR))
+        refined[chosen] = taylor_refine(log_maps, peaks[chosen][:, None])[:, 0]
+    return refined, maxvals
 
 
 def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult:
@@ -190,25 +218,19 @@ def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult
     The rescale to the original maximum only shifts the log map by a constant, which the
     derivatives do not see, unless the 1e-10 floor cuts a stencil value. So the blur is
     evaluated on the stencil's window alone, and only maps where the floor could act (a stencil
-    value under it, or no positive maximum) go through the whole-map blur.
+    value under it) go through the whole-map blur. The maps are decoded in pieces of about
+    DARK_PIECE_ELEMENTS pixels, so that the windows are read while the argmax pass has left
+    the piece in the CPU's cache.
     """
-    coords, maxvals = get_max_preds(heatmaps)
-    height, width = heatmaps.shape[2:]
+    batch, joints, height, width = heatmaps.shape
     if height < 5 or width < 5:
-        return HeatmapDecodeResult(coords, maxvals)
-    peaks = coords.double()
-    inside = _refinable(peaks, height, width)
-    stencils = _blurred_stencils(heatmaps, peaks, blur_kernel)
-    # The blur of values <= m0 with weights summing to <= 1 stays <= m0, so the rescale factor is
-    # >= 1 and cannot lift a stencil value that was under the floor above it. (A map with no
-    # positive maximum has its peak at (0, 0), outside the refinable band.)
-    floored = inside & (stencils < LOG_FLOOR).any(dim=-1)
-    offset, _ = _newton_offset(torch.log(stencils.clamp_min(LOG_FLOOR)))
-    refined = peaks + offset * (inside & ~floored)[..., None]
-    if floored.any():
-        batch_index, joint_index = torch.nonzero(floored, as_tuple=True)
-        exact_maps = heatmaps[batch_index, joint_index][:, None].double()
-        log_maps = torch.log(gaussian_blur(exact_maps, blur_kernel).clamp_min(LOG_FLOOR))
-        exact = taylor_refine(log_maps, peaks[batch_index, joint_index][:, None])
-        refined[batch_index, joint_index] = exact[:, 0]
-    return HeatmapDecodeResult(refined.to(coords.dtype), maxvals)
+        return get_max_preds(heatmaps)
+    flat = heatmaps.reshape(batch * joints, height * width).contiguous()
+    weights = _stencil_blur_weights(blur_kernel, torch.float64, heatmaps.device)
+    piece = max(1, DARK_PIECE_ELEMENTS // (height * width))
+    decoded = [_decode_dark_piece(flat[start:start + piece], height, width, blur_kernel, weights)
+               for start in range(0, flat.shape[0], piece)]
+    refined = torch.cat([coords for coords, _ in decoded]).view(batch, joints, 2)
+    maxvals = torch.cat([values for _, values in decoded]).view(batch, joints, 1)
+    coords_dtype = torch.promote_types(heatmaps.dtype, torch.float32)
+    return HeatmapDecodeResult(refined.to(coords_dtype), maxvals)

@@ -13,6 +13,8 @@ GAUSSIAN_RADIUS_SIGMAS = 3
 DRAW_WEIGHT_THRESHOLD = 0.5
 # Standard decoding moves the argmax this far towards the higher neighbour on each axis.
 QUARTER_OFFSET = 0.25
+# first_argmax reduces blocks of this many values first (a 64 x 48 map is 48 blocks).
+ARGMAX_BLOCK = 64
 
 
 class HeatmapDecodeResult(NamedTuple):
@@ -92,6 +94,23 @@ def encode_gaussian_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
     return target, target_weight
 
 
+def first_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maximum and index of its first occurrence along the last axis of (N, L) -> (N,), (N,).
+
+    Equal to ``flat.max(dim=1)``, faster on the CPU: the maximum of each block of 64 values is a
+    plain vectorised reduction, then only the first block holding the overall maximum is
+    searched. (NaN counts as the maximum, as in torch.max.)
+    """
+    rows, length = flat.shape
+    block = ARGMAX_BLOCK if length % ARGMAX_BLOCK == 0 and length > ARGMAX_BLOCK else length
+    if block == length:
+        return flat.max(dim=1)
+    blocks = flat.reshape(rows, length // block, block)
+    maxvals, which = blocks.amax(dim=2).max(dim=1)
+    within = blocks[torch.arange(rows, device=flat.device), which].argmax(dim=1)
+    return maxvals, which * block + within
+
+
 def get_max_preds(heatmaps: torch.Tensor) -> HeatmapDecodeResult:
     """Argmax of every map (B, K, H, W): coords (B, K, 2) as x, y and maxvals (B, K, 1).
 
@@ -100,8 +119,9 @@ def get_max_preds(heatmaps: torch.Tensor) -> HeatmapDecodeResult:
     """
     if heatmaps.dim() != 4:
         raise ValueError(f"heatmaps must be (B, K, H, W), got shape {tuple(heatmaps.shape)}")
-    width = heatmaps.shape[3]
-    maxvals, flat_index = heatmaps.flatten(2).max(dim=2, keepdim=True)
+    batch, joints, height, width = heatmaps.shape
+    maxvals, flat_index = first_argmax(heatmaps.reshape(batch * joints, height * width))
+    maxvals, flat_index = maxvals.view(batch, joints, 1), flat_index.view(batch, joints, 1)
     coords = torch.cat([flat_index % width, torch.div(flat_index, width, rounding_mode="floor")],
                        dim=2)
     coords = coords.to(torch.promote_types(heatmaps.dtype, torch.float32))
