@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hrpose.codecs.heatmap import (HeatmapDecodeResult, decode_standard, encode_gaussian_heatmaps,
-                                   flip_back, get_max_preds, shift_flipped_heatmaps)
+                                   first_argmax, flip_back, get_max_preds,
+                                   shift_flipped_heatmaps)
 from hrpose.datasets.metadata import COCO, MPII
 from hrpose.utils.transforms import (affine_transform_points, get_affine_transform,
                                      transform_preds, transform_preds_torch)
@@ -247,3 +248,18 @@ def test_encode_decode_round_trip_in_image_pixels(source_width, tolerance_scale)
     assert np.abs(decoded - expected).max() <= 0.5 * tolerance_scale + 1e-9
     on_device = transform_preds_torch(coords, centers, scales, heatmap_size)
     np.testing.assert_array_equal(on_device.numpy(), decoded)
+
+
+@pytest.mark.parametrize("length", [3072, 64 * 7, 100])
+def test_first_argmax_equals_torch_max_with_ties_and_nan(length):
+    generator = torch.Generator().manual_seed(length)
+    values = torch.round(torch.randn(40, length, generator=generator) * 2) / 2  # many ties
+    values[3] = 0.0
+    values[5, 7] = float("nan")
+    values[6, [1, length - 1]] = float("nan")
+    values[8] = -1.0
+    maxvals, index = first_argmax(values)
+    expected_maxvals, expected_index = values.max(dim=1)
+    assert torch.equal(index, expected_index)
+    torch.testing.assert_close(maxvals, expected_maxvals, equal_nan=True)
+    assert index[3] == 0 and index[5] == 7 and index[6] == 1
