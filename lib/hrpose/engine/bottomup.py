@@ -21,7 +21,7 @@ from ..postprocess.progressive_grouping import (GroupingFunction, count_isolated
                                                 get_grouping_function)
 from ..postprocess.tag_maps import BottomUpWithMaps, infer_bottom_up_with_maps
 from .debug import save_bottomup_debug_images
-from .loop import EpochOptions, StepOutput, outputs_in_float32, run_epoch
+from .loop import EpochOptions, StepOutput, run_epoch, to_device
 from .topdown import _progress
 
 logger = logging.getLogger(__name__)
@@ -41,13 +41,9 @@ def training_step(criterion: nn.Module, debug: CfgNode | None = None):
     """The bottom-up forward pass and loss of one (images, heatmaps, masks, joints) batch."""
     def step(model: nn.Module, batch, device: torch.device, options: EpochOptions) -> StepOutput:
         images, heatmaps, masks, joints = batch
-        images = images.to(device, non_blocking=True, memory_format=options.memory_format)
-        heatmaps = [h.to(device, non_blocking=True) for h in heatmaps]
-        masks = [m.to(device, non_blocking=True) for m in masks]
-        joints = [j.to(device, non_blocking=True) for j in joints]
-        with options.autocast(device):
-            outputs = model(images)
-        outputs = outputs_in_float32(outputs)
+        heatmaps, masks, joints = (to_device(values, device)
+                                   for values in (heatmaps, masks, joints))
+        images, outputs = options.forward(model, images, device)
         losses = criterion(outputs, heatmaps, masks, joints)
         save_debug = None
         if debug is not None:

@@ -65,6 +65,24 @@ class EpochOptions:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.amp_dtype)
 
+    def forward(self, model: nn.Module, images: torch.Tensor,
+                device: torch.device) -> tuple[torch.Tensor, object]:
+        """The training forward pass of every paradigm: images to the device in this memory
+        format, the model under autocast; returns (images on the device, float32 outputs)."""
+        images = images.to(device, non_blocking=True, memory_format=self.memory_format)
+        with self.autocast(device):
+            outputs = model(images)
+        return images, outputs_in_float32(outputs)
+
+
+def to_device(values, device: torch.device):
+    """A tensor, None, or (nested) lists of them, on device (non-blocking)."""
+    if values is None:
+        return None
+    if isinstance(values, torch.Tensor):
+        return values.to(device, non_blocking=True)
+    return [to_device(value, device) for value in values]
+
 
 def outputs_in_float32(outputs):
     """Model outputs (a tensor, or lists and dicts of them) as float32: losses, above all the

@@ -35,7 +35,7 @@ from ..postprocess.bottomup import coco_keypoint_results
 from ..postprocess.regression import (RegressionPrediction, RegressionTestParams,
                                       infer_regression)
 from .bottomup import loss_terms
-from .loop import EpochOptions, StepOutput, outputs_in_float32, run_epoch
+from .loop import EpochOptions, StepOutput, run_epoch, to_device
 from .rescore import load_rescorer
 from .topdown import _progress
 
@@ -61,26 +61,13 @@ def build_loss(cfg: CfgNode) -> RegressionLoss:
     return RegressionLoss.from_config(cfg)
 
 
-def _to_device(values, device: torch.device):
-    """A tensor, None, or nested lists of them, on device."""
-    if values is None:
-        return None
-    if isinstance(values, torch.Tensor):
-        return values.to(device, non_blocking=True)
-    return [_to_device(value, device) for value in values]
-
-
 def training_step(criterion: nn.Module):
     """The forward pass and loss of one (images, heatmaps, masks, offsets, offset weights) batch."""
     def step(model: nn.Module, batch, device: torch.device, options: EpochOptions) -> StepOutput:
         images, heatmaps, masks, offsets, offset_weights = batch
-        images = images.to(device, non_blocking=True, memory_format=options.memory_format)
-        heatmaps, masks = _to_device(heatmaps, device), _to_device(masks, device)
-        offsets = _to_device(offsets, device)
-        offset_weights = _to_device(offset_weights, device)
-        with options.autocast(device):
-            outputs = model(images)
-        heatmap_outputs, offset_outputs = outputs_in_float32(outputs)
+        heatmaps, masks, offsets, offset_weights = (
+            to_device(values, device) for values in (heatmaps, masks, offsets, offset_weights))
+        images, (heatmap_outputs, offset_outputs) = options.forward(model, images, device)
         losses = criterion(heatmap_outputs, offset_outputs, heatmaps, masks, offsets,
                            offset_weights)
         return StepOutput(total_regression_loss(*losses),

@@ -24,7 +24,7 @@ from ..utils.transforms import transform_preds
 from .debug import save_debug_images
 from .device import memory_format
 from .distributed import is_main_process
-from .loop import EpochOptions, StepOutput, outputs_in_float32, run_epoch
+from .loop import EpochOptions, StepOutput, run_epoch, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +52,8 @@ def training_step(criterion: nn.Module, debug: CfgNode | None = None):
     """The top-down forward pass and loss of one (images, target, target_weight, meta) batch."""
     def step(model: nn.Module, batch, device: torch.device, options: EpochOptions) -> StepOutput:
         images, target, target_weight, meta = batch
-        images = images.to(device, non_blocking=True, memory_format=options.memory_format)
-        target = target.to(device, non_blocking=True)
-        target_weight = target_weight.to(device, non_blocking=True)
-        with options.autocast(device):
-            output = model(images)
-        output = outputs_in_float32(output)
+        target, target_weight = to_device(target, device), to_device(target_weight, device)
+        images, output = options.forward(model, images, device)
         terms = loss_terms(criterion, output, target, target_weight)
         save_debug = None
         if debug is not None:

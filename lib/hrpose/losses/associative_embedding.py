@@ -7,6 +7,8 @@ the people (a gather, then masked means); no host synchronisation, any device.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 
 import torch
@@ -73,16 +75,30 @@ def ae_loss(tags: torch.Tensor, joints: torch.Tensor,
     people = present.sum(dim=1).to(flat.dtype)  # (N,)
     pull = (spread * present).sum(dim=1) / people.clamp(min=1)
 
-    difference = mean[:, :, None] - mean[:, None, :]  # (N, M, M)
+    return instance_push(mean, present, loss_type), pull
+
+
+def instance_push(means: torch.Tensor, present: torch.Tensor, loss_type: str) -> torch.Tensor:
+    """AE's push on the person means -> (N,): 0.5 * sum_{a != b} F(m_a - m_b) / (P (P - 1)).
+
+    means: (N, M) mean tag of each slot's person; present: (N, M) bool, the P people that count.
+    F(d) = exp(-d^2) ('exp') or max(0, 1 - |d|) ('max'); 0 for P < 2.
+    """
+    difference = means[:, :, None] - means[:, None, :]  # (N, M, M)
     if loss_type == "exp":
         pair_term = torch.exp(-difference.pow(2))
     else:
         pair_term = torch.clamp(1 - difference.abs(), min=0)
-    eye = torch.eye(num_people, dtype=torch.bool, device=flat.device)
-    pairs = present[:, :, None] & present[:, None, :] & ~eye
-    pair_count = (people * (people - 1)).clamp(min=1)
-    push = (pair_term * pairs).sum(dim=(1, 2)) / pair_count * 0.5
-    return push, pull
+    pairs = present[:, :, None] & present[:, None, :] & _distinct_pairs(means.shape[1],
+                                                                         means.device)
+    people = present.sum(dim=1).to(means.dtype)
+    return (pair_term * pairs).sum(dim=(1, 2)) / (people * (people - 1)).clamp(min=1) * 0.5
+
+
+@functools.lru_cache(maxsize=None)
+def _distinct_pairs(size: int, device: torch.device) -> torch.Tensor:
+    """(size, size) bool: True off the diagonal."""
+    return ~torch.eye(size, dtype=torch.bool, device=device)
 
 
 class AELoss(nn.Module):
@@ -99,7 +115,8 @@ class AELoss(nn.Module):
         return ae_loss(tags, joints, self.loss_type)
 
 
-def _per_stage(name: str, values, num_stages: int) -> list:
+def per_stage(name: str, values, num_stages: int) -> list:
+    """values (one per loss stage, or a scalar for a single stage) as a list, checked."""
     values = list(values) if isinstance(values, (list, tuple)) else [values]
     if len(values) != num_stages:
         raise ValueError(f"{name} has {len(values)} entries; there are {num_stages} loss stages")
@@ -134,13 +151,13 @@ class MultiStageAELoss(nn.Module):
         self.num_stages = len(with_heatmaps_loss)
         self.num_joints = int(num_joints)
         self.with_heatmaps_loss = [bool(v) for v in with_heatmaps_loss]
-        self.heatmaps_loss_factor = [float(v) for v in _per_stage(
+        self.heatmaps_loss_factor = [float(v) for v in per_stage(
             "heatmaps_loss_factor", heatmaps_loss_factor, self.num_stages)]
-        self.with_ae_loss = [bool(v) for v in _per_stage("with_ae_loss", with_ae_loss,
+        self.with_ae_loss = [bool(v) for v in per_stage("with_ae_loss", with_ae_loss,
                                                          self.num_stages)]
-        self.push_loss_factor = [float(v) for v in _per_stage(
+        self.push_loss_factor = [float(v) for v in per_stage(
             "push_loss_factor", push_loss_factor, self.num_stages)]
-        self.pull_loss_factor = [float(v) for v in _per_stage(
+        self.pull_loss_factor = [float(v) for v in per_stage(
             "pull_loss_factor", pull_loss_factor, self.num_stages)]
         self.ae_loss_type = ae_loss_type
         if any(self.with_ae_loss) and ae_loss_type not in AE_LOSS_TYPES:

@@ -38,7 +38,6 @@ Tukey membership) is computed without autograd, so the differentiable part is a 
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -46,7 +45,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .associative_embedding import AE_LOSS_TYPES, ae_loss
+from .associative_embedding import AE_LOSS_TYPES, ae_loss, instance_push
 
 logger = logging.getLogger(__name__)
 
@@ -250,28 +249,6 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
         gathered, instance_weight, grouped, inverse_group_count, same_group, to_group_weight,
         weights[2] * pull_weight, spread_weight, normaliser)
     return instance_push(instance_mean, present, loss_type), pull
-
-
-def instance_push(means: torch.Tensor, present: torch.Tensor, loss_type: str) -> torch.Tensor:
-    """AE's push on the person means -> (N,): 0.5 * sum_{a != b} F(m_a - m_b) / (P (P - 1)).
-
-    means: (N, M) mean tag of each slot's person; present: (N, M) bool, the P people that count.
-    F(d) = exp(-d^2) ('exp') or max(0, 1 - |d|) ('max'); 0 for P < 2. ``ae_loss``'s push.
-    """
-    difference = means[:, :, None] - means[:, None, :]
-    if loss_type == "exp":
-        term = torch.exp(-difference.pow(2))
-    else:
-        term = (1 - difference.abs()).clamp(min=0)
-    pairs = present[:, :, None] & present[:, None, :] & _distinct_pairs(means.shape[1], means.device)
-    people = present.sum(dim=1).to(means.dtype)
-    return 0.5 * (term * pairs).sum(dim=(1, 2)) / (people * (people - 1)).clamp(min=1)
-
-
-@functools.lru_cache(maxsize=None)
-def _distinct_pairs(size: int, device: torch.device) -> torch.Tensor:
-    """(size, size) bool: True off the diagonal."""
-    return ~torch.eye(size, dtype=torch.bool, device=device)
 
 
 class HierarchicalAELoss(nn.Module):

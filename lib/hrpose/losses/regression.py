@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .associative_embedding import per_stage
+
 # Smooth-L1's switch from the quadratic to the linear part (the reference's beta).
 SMOOTH_L1_BETA = 1.0 / 9.0
 
@@ -104,13 +106,6 @@ def offsets_loss(pred: TensorOrList, target: torch.Tensor, weights: torch.Tensor
     return total / (positives * len(preds))
 
 
-def _per_stage(name: str, values, num_stages: int) -> list:
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    if len(values) != num_stages:
-        raise ValueError(f"{name} has {len(values)} entries; there are {num_stages} loss stages")
-    return values
-
-
 class RegressionLoss(nn.Module):
     """The 2020 regression network's MultiLossFactory: per stage a heatmap and an offset loss.
 
@@ -138,11 +133,11 @@ class RegressionLoss(nn.Module):
             with_heatmaps_loss = [with_heatmaps_loss]
         self.num_stages = len(with_heatmaps_loss)
         self.with_heatmaps_loss = [bool(v) for v in with_heatmaps_loss]
-        self.heatmaps_loss_factor = [float(v) for v in _per_stage(
+        self.heatmaps_loss_factor = [float(v) for v in per_stage(
             "heatmaps_loss_factor", heatmaps_loss_factor, self.num_stages)]
-        self.with_offsets_loss = [bool(v) for v in _per_stage(
+        self.with_offsets_loss = [bool(v) for v in per_stage(
             "with_offsets_loss", with_offsets_loss, self.num_stages)]
-        self.offsets_loss_factor = [float(v) for v in _per_stage(
+        self.offsets_loss_factor = [float(v) for v in per_stage(
             "offsets_loss_factor", offsets_loss_factor, self.num_stages)]
         self.beta = float(beta)
 
