@@ -149,10 +149,10 @@ def test_windowed_decoding_equals_blurring_whole_maps():
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
 
 
-def test_decoding_in_pieces_with_peaks_at_every_border(monkeypatch):
+def test_windows_at_every_border_of_the_maps_and_of_the_storage():
     # Peaks on the refinable band's edges of the first and the last map (their windows would
-    # reach outside the storage) and of maps in between (windows reaching a neighbour map),
-    # decoded in pieces of 3 maps; and maps smaller than one window.
+    # reach outside the storage), of maps in between (windows reaching a neighbour map, rows
+    # wrapping to the next row); and maps smaller than one window.
     rng = np.random.default_rng(4)
     height, width = 20, 16
     centres = [(2.3, 2.2), (15.0, 19.0), (2.2, 17.4), (13.3, 2.4), (7.5, 9.2), (0.4, 0.3),
@@ -161,16 +161,40 @@ def test_decoding_in_pieces_with_peaks_at_every_border(monkeypatch):
     maps = gaussian_maps(centres, sigma=1.2, size=(width, height)).double()
     maps = maps.reshape(2, 7, height, width) + torch.from_numpy(
         rng.normal(0, 0.01, (2, 7, height, width)))
-    monkeypatch.setattr(dark, "DARK_PIECE_ELEMENTS", 3 * height * width)
+    maps[1, 5] = float("nan")  # a neighbour's NaN must not reach the other windows
     for kernel_size in (3, 11):
         result = decode_dark(maps, kernel_size)
         coords = decode_standard(maps, post_process=False).coords
         log_maps = torch.log(gaussian_blur(maps, kernel_size).clamp_min(1e-10))
-        torch.testing.assert_close(result.coords, taylor_refine(log_maps, coords),
-                                   rtol=0, atol=1e-9)
-        torch.testing.assert_close(result.maxvals, maps.flatten(2).amax(dim=2, keepdim=True))
+        expected = taylor_refine(log_maps, coords)
+        assert result.coords.isfinite().all()
+        torch.testing.assert_close(result.coords[maps.flatten(2).isfinite().all(2)],
+                                   expected[maps.flatten(2).isfinite().all(2)], rtol=0, atol=1e-9)
+        torch.testing.assert_close(result.maxvals, maps.flatten(2).amax(dim=2, keepdim=True),
+                                   equal_nan=True)
+    single = maps[:1, :1, :6, :5].contiguous()  # one map holds fewer pixels than a window row
+    coords = decode_standard(single, post_process=False).coords
+    log_maps = torch.log(gaussian_blur(single, 31).clamp_min(1e-10))
+    torch.testing.assert_close(decode_dark(single, 31).coords, taylor_refine(log_maps, coords),
+                               rtol=0, atol=1e-9)
     small = maps[:, :, :6, :5].contiguous()
     coords = decode_standard(small, post_process=False).coords
     log_maps = torch.log(gaussian_blur(small, 11).clamp_min(1e-10))
     torch.testing.assert_close(decode_dark(small, 11).coords, taylor_refine(log_maps, coords),
                                rtol=0, atol=1e-9)
+
+
+def test_float32_maps_decode_within_a_thousandth_of_a_pixel_of_float64():
+    # float32 maps are decoded in float32, as the reference takes its log and Taylor step on
+    # its float32 maps; network-like maps (noise, negative values, empty maps).
+    rng = np.random.default_rng(5)
+    centres = np.column_stack([rng.uniform(0, 47, 340), rng.uniform(0, 63, 340)])
+    maps = gaussian_maps(centres, sigma=2.0).reshape(20, 17, 64, 48)
+    maps = maps * torch.from_numpy(rng.uniform(0.05, 1.0, (20, 17, 1, 1)).astype(np.float32))
+    maps += torch.from_numpy(rng.normal(0, 0.01, maps.shape).astype(np.float32))
+    maps[0, :3] = 0.0
+    single = decode_dark(maps, 11)
+    double = decode_dark(maps.double(), 11)
+    assert single.coords.dtype == torch.float32
+    assert (single.coords.double() - double.coords).abs().max() < 1e-3
+    assert not torch.equal(single.coords.double(), double.coords)  # float32 was really used

@@ -105,9 +105,10 @@ def first_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     block = ARGMAX_BLOCK if length % ARGMAX_BLOCK == 0 and length > ARGMAX_BLOCK else length
     if block == length:
         return flat.max(dim=1)
-    blocks = flat.reshape(rows, length // block, block)
-    maxvals, which = blocks.amax(dim=2).max(dim=1)
-    within = blocks[torch.arange(rows, device=flat.device), which].argmax(dim=1)
+    blocks_per_row = length // block
+    maxvals, which = flat.reshape(rows, blocks_per_row, block).amax(dim=2).max(dim=1)
+    first_block = torch.arange(rows, device=flat.device) * blocks_per_row + which
+    within = flat.reshape(-1, block).index_select(0, first_block).argmax(dim=1)
     return maxvals, which * block + within
 
 
