@@ -149,10 +149,12 @@ def test_windowed_decoding_equals_blurring_whole_maps():
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
 
 
-def test_windows_at_every_border_of_the_maps_and_of_the_storage():
+@pytest.mark.parametrize("piece_maps", [None, 3])
+def test_windows_at_every_border_of_the_maps_and_of_the_storage(monkeypatch, piece_maps):
     # Peaks on the refinable band's edges of the first and the last map (their windows would
     # reach outside the storage), of maps in between (windows reaching a neighbour map, rows
-    # wrapping to the next row); and maps smaller than one window.
+    # wrapping to the next row), with the maps decoded whole or in pieces of 3; and maps
+    # smaller than one window.
     rng = np.random.default_rng(4)
     height, width = 20, 16
     centres = [(2.3, 2.2), (15.0, 19.0), (2.2, 17.4), (13.3, 2.4), (7.5, 9.2), (0.4, 0.3),
@@ -162,6 +164,8 @@ def test_windows_at_every_border_of_the_maps_and_of_the_storage():
     maps = maps.reshape(2, 7, height, width) + torch.from_numpy(
         rng.normal(0, 0.01, (2, 7, height, width)))
     maps[1, 5] = float("nan")  # a neighbour's NaN must not reach the other windows
+    if piece_maps:
+        monkeypatch.setattr(dark, "DARK_PIECE_ELEMENTS", piece_maps * height * width)
     for kernel_size in (3, 11):
         result = decode_dark(maps, kernel_size)
         coords = decode_standard(maps, post_process=False).coords

@@ -22,6 +22,9 @@ OPENCV_SMALL_KERNELS = {
 }
 # The log map is clamped here before the Taylor step, as the reference does.
 LOG_FLOOR = 1e-10
+# decode_dark finds peaks and reads their windows in pieces of this many pixels (16 MB of
+# float32, within a server CPU's last-level cache).
+DARK_PIECE_ELEMENTS = 1 << 22
 
 
 def encode_unbiased_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
@@ -184,17 +187,20 @@ def _window_outside_map(height: int, width: int, half: int, device: torch.device
     return ~inside.reshape(height * width, side * side)
 
 
-def _blurred_stencils(flat: torch.Tensor, index: torch.Tensor, height: int, width: int,
-                      kernel_size: int, weights: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The zero-padded blur of maps (n, H * W) (contiguous) at the 13 stencil points around each
-    map's peak (flat index (n,)) -> (n, 13) in the weights' dtype, and (n,) True where the window
-    would leave the maps' storage (its values are then not to be used).
+def _peak_stencils(flat: torch.Tensor, height: int, width: int, kernel_size: int,
+                   dtype: torch.dtype
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Peaks of maps (n, H * W) (contiguous) and the zero-padded blur around them -> maxvals
+    (n,), first-occurrence argmax index (n,), the blurred values at the 13 stencil points
+    (n, 13) in dtype, and (n,) True where the window would leave the maps' storage (its values
+    are then not to be used).
 
     The blur at a pixel reads the raw map only within the kernel radius, so the window of side
-    5 + 2r around the peak, zero outside the map, gives every stencil value. The window's rows
-    are read in one index_select from overlapping row-long segments of the storage; the pixels
-    outside the map (a neighbour map's rows, the wrap to the next row) are zeroed after.
+    S = 5 + 2r around the peak, zero outside the map, gives every stencil value. The window's
+    rows are read with index_select from overlapping row-long segments of the storage; the
+    pixels outside the map (a neighbour map's rows, the wrap to the next row) are zeroed after.
+    The maps go in pieces of DARK_PIECE_ELEMENTS pixels, so that each piece's windows are read
+    and blurred while its argmax pass has left it in the CPU's cache.
     """
     rows = flat.shape[0]
     half = kernel_size // 2 + STENCIL_RADIUS
@@ -202,18 +208,33 @@ def _blurred_stencils(flat: torch.Tensor, index: torch.Tensor, height: int, widt
     storage = flat.reshape(-1)
     last_segment = storage.numel() - side
     if last_segment < 0:  # all the maps together hold fewer pixels than one window row
-        return (torch.ones(rows, len(STENCIL_X), dtype=weights.dtype, device=flat.device),
+        maxvals, index = first_argmax(flat)
+        return (maxvals, index, flat.new_zeros(rows, len(STENCIL_X), dtype=dtype),
                 torch.ones(rows, dtype=torch.bool, device=flat.device))
     segments = storage.as_strided((last_segment + 1, side), (1, 1))
-    first_row = (torch.arange(rows, device=flat.device) * (height * width) + index
-                 - half * width - half)
-    row_starts = first_row[:, None] + torch.arange(side, device=flat.device) * width
-    window = segments.index_select(0, row_starts.clamp(0, last_segment).view(-1))
-    window = window.view(rows, side * side)
-    window.masked_fill_(_window_outside_map(height, width, half, flat.device)[index], 0)
-    leaves_storage = (first_row < 0) | (row_starts[:, -1] > last_segment)
-    stencils = window.to(weights.dtype) @ weights
-    return stencils[:, :len(STENCIL_X)], leaves_storage
+    outside_map = _window_outside_map(height, width, half, flat.device)
+    weights = _stencil_blur_weights(kernel_size, dtype, flat.device)
+    map_pixels = height * width
+    row_offsets = torch.arange(side, device=flat.device) * width - (half * width + half)
+    maxvals = flat.new_empty(rows)
+    index = torch.empty(rows, dtype=torch.long, device=flat.device)
+    stencils = flat.new_empty(rows, weights.shape[1], dtype=dtype)
+    piece = max(1, DARK_PIECE_ELEMENTS // map_pixels)
+    for start in range(0, rows, piece):
+        stop = min(rows, start + piece)
+        piece_max, piece_index = first_argmax(flat[start:stop])
+        maxvals[start:stop], index[start:stop] = piece_max, piece_index
+        map_starts = torch.arange(start * map_pixels, stop * map_pixels, map_pixels,
+                                  device=flat.device)
+        row_starts = (map_starts + piece_index)[:, None] + row_offsets
+        windows = segments.index_select(0, row_starts.clamp_(0, last_segment).view(-1))
+        windows = windows.view(stop - start, side * side)
+        windows.masked_fill_(outside_map[piece_index], 0)
+        torch.mm(windows.to(dtype), weights, out=stencils[start:stop])
+    first_row = torch.arange(rows, device=flat.device) * map_pixels + index + row_offsets[0]
+    leaves_storage = (first_row < 0) | (first_row + row_offsets[-1] - row_offsets[0]
+                                        > last_segment)
+    return maxvals, index, stencils[:, :len(STENCIL_X)], leaves_storage
 
 
 def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult:
@@ -233,9 +254,8 @@ def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult
         return get_max_preds(heatmaps)
     dtype = torch.promote_types(heatmaps.dtype, torch.float32)
     flat = heatmaps.reshape(batch * joints, height * width).contiguous()
-    maxvals, index = first_argmax(flat)
-    weights = _stencil_blur_weights(blur_kernel, dtype, heatmaps.device)
-    stencils, leaves_storage = _blurred_stencils(flat, index, height, width, blur_kernel, weights)
+    maxvals, index, stencils, leaves_storage = _peak_stencils(flat, height, width, blur_kernel,
+                                                              dtype)
 
     positive = maxvals > 0
     x = torch.where(positive, index % width, 0)
