@@ -3,9 +3,10 @@
 A step is the tag loss's forward and backward on the 1/4-resolution tag maps of a batch of
 --batch images at --input-size input (COCO: 17 per-joint tag maps of input/4 squared), with
 HigherHRNet's 30 person slots; each image holds a random number of people (1 to --max-people)
-with random visible joints, encoded by the project's tag codec. Plain AE: ``ae_loss``. HAE: the
+with random visible joints, encoded by the project's tag codec. Plain AE: ``AELoss``. HAE: the
 ``HierarchicalAELoss`` of the COCO experiments (COCO's keypoint groups, pull weights 0 / 1.0 /
-1.5, focal pulling on). Both see the same tags and joints; each time is the fastest of
+1.5, focal pulling on). Both are called as the trainer calls them, as modules, and see the
+same tags and joints; each time is the fastest of
 --repeats steps after a warm-up, the two losses alternating. Prints both times and the ratio (target: HAE below 1.5x AE).
 Also prints the step of the whole loss the trainer runs (the masked heatmap loss of both
 stages plus the tag loss), where the tag loss is a smaller share. Exits 1 if the loss with all
@@ -24,7 +25,7 @@ import torch
 
 from hrpose.codecs.associative_embedding import encode_ae_tags
 from hrpose.datasets.metadata import get_keypoint_info
-from hrpose.losses.associative_embedding import ae_loss, masked_heatmap_loss
+from hrpose.losses.associative_embedding import AELoss, masked_heatmap_loss
 from hrpose.losses.hierarchical_ae import HierarchicalAELoss
 
 TARGET_RATIO = 1.5
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     singletons = HierarchicalAELoss(num_joints, [(k,) for k in range(num_joints)], "exp",
                                     (1.0, 0.0, 0.0))
-    ae_push, ae_pull = ae_loss(tags, joints)
+    plain_ae = AELoss("exp")
+    ae_push, ae_pull = plain_ae(tags, joints)
     one_push, one_pull = singletons(tags, joints)
     if not (torch.allclose(ae_push, one_push, atol=1e-6)
             and torch.allclose(ae_pull, one_pull, atol=1e-6)):
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{people} people, {torch.get_num_threads()} threads, fastest of {args.repeats} steps")
     ratios = {}
     for name, make_step in (("tag loss", tag_step), ("whole loss", full_step)):
-        plain, hierarchical = time_pair(make_step(ae_loss), make_step(hae), args.repeats)
+        plain, hierarchical = time_pair(make_step(plain_ae), make_step(hae), args.repeats)
         ratios[name] = hierarchical / plain
         print(f"{name:10s}  AE {plain * 1e3:8.2f} ms   HAE {hierarchical * 1e3:8.2f} ms   "
               f"ratio {ratios[name]:.2f}x")
