@@ -81,6 +81,7 @@ class GroupTable(NamedTuple):
     """``hae_loss``'s constant tables for G groups of K keypoint types (slot k is keypoint k)."""
 
     same_group: torch.Tensor  # (K, K) float32: 1 where two keypoints share a group
+    counting: torch.Tensor  # (K, K + 1) float32: same_group, then a column of ones
     in_group: torch.Tensor  # (K,) float32: 1 for a keypoint in some group
     group_size: torch.Tensor  # (K,) float32: the full size of the keypoint's group (0: none)
     flaggable: torch.Tensor  # (F, K) bool: the members of each group with 5 or more members
@@ -98,7 +99,9 @@ def group_table(groups: Sequence[Sequence[int]], num_joints: int,
         group_size[list(group)] = len(group)
     # With m <= 4 members Q1 and Q3 are the minimum and the maximum, so no fence can flag one.
     flaggable = membership.T[membership.sum(dim=0) >= 5] > 0
-    table = GroupTable(membership @ membership.T, membership.sum(dim=1), group_size, flaggable,
+    same_group = membership @ membership.T
+    table = GroupTable(same_group, torch.cat([same_group, torch.ones(num_joints, 1)], dim=1),
+                       membership.sum(dim=1), group_size, flaggable,
                        quartile_positions(num_joints))
     return GroupTable(*(tensor.to(device) for tensor in table))
 
@@ -218,21 +221,24 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
 
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    same_group, in_group, group_size = table.same_group, table.in_group, table.group_size
+    same_group, counting = table.same_group, table.counting
+    in_group, group_size = table.in_group, table.group_size
     if same_group.dtype != flat.dtype:
-        same_group, in_group, group_size = (tensor.to(flat.dtype)
-                                            for tensor in (same_group, in_group, group_size))
+        same_group, counting, in_group, group_size = (
+            tensor.to(flat.dtype) for tensor in (same_group, counting, in_group, group_size))
     index = joints[..., 0].long().reshape(batch, -1)
     gathered = flat.gather(1, index).reshape(batch, num_people, num_joints)
     # What depends on the visibility alone: the weights of every slot's terms.
     with torch.no_grad():
         visible = joints[..., 1] > 0  # (N, M, K)
         visible_weight = visible.to(flat.dtype)
-        count = visible_weight.sum(dim=2)  # (N, M)
-        present = count > 0
-        instance_weight = visible_weight / count.clamp(min=1)[..., None]
+        present = visible.any(dim=2)  # (N, M)
+        # One product gives each slot's count of visible group members and, last, the
+        # person's count of visible keypoints.
+        inverse_counts = (visible_weight @ counting).clamp_(min=1).reciprocal_()
+        inverse_group_count = inverse_counts[..., :num_joints]
+        instance_weight = visible_weight * inverse_counts[..., num_joints:]
         grouped = visible_weight * in_group
-        inverse_group_count = (grouped @ same_group).clamp_(min=1).reciprocal_()  # per slot
         # The group-to-instance term (m_n - m_ng)^2 is spread evenly over the group's members.
         pull_weight = grouped * inverse_group_count
         to_group_weight = (weights[1] * group_size) * pull_weight
@@ -244,7 +250,8 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
             to_group_weight = torch.where(outliers, to_group_weight * focal_weight,
                                           to_group_weight)
         spread_weight = (weights[0] * num_joints) * instance_weight if weights[0] else None
-        normaliser = present.sum(dim=1).to(flat.dtype).clamp_(min=1).mul_(num_joints).reciprocal_()
+        people = present.sum(dim=1, dtype=flat.dtype)
+        normaliser = people.clamp_(min=1).mul_(num_joints).reciprocal_()
     pull, instance_mean = _HierarchicalPull.apply(
         gathered, instance_weight, grouped, inverse_group_count, same_group, to_group_weight,
         weights[2] * pull_weight, spread_weight, normaliser)
