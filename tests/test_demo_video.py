@@ -40,9 +40,6 @@ def paths_of(root):
             str(root / DETECTION_FILE))
 
 
-
-
-
 def even(value):
     return value + value % 2
 

@@ -238,9 +238,6 @@ def run_demo(repo_root, *args):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-
-
-
 def check_demo_outputs(out, frames, timestamps):
     poses = json.loads((out / "people_poses.json").read_text())
     assert [f["frame"] for f in poses["frames"]] == frames

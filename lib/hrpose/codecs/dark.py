@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from .heatmap import (DRAW_WEIGHT_THRESHOLD, GAUSSIAN_RADIUS_SIGMAS, HeatmapDecodeResult,
-                      first_argmax, gather_pixels, get_max_preds)
+                      first_argmax, gather_pixels, get_max_preds, peak_pixels)
 
 # OpenCV's getGaussianKernel uses these fixed tables for sigma <= 0 and sizes up to 7. (OpenCV 4.x
 # and later also tabulate size 9; the references ran OpenCV 3, which sampled sigma 1.7 there.)
@@ -257,11 +257,9 @@ def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult
     maxvals, index, stencils, leaves_storage = _peak_stencils(flat, height, width, blur_kernel,
                                                               dtype)
 
-    positive = maxvals > 0
-    x = torch.where(positive, index % width, 0)
-    y = torch.where(positive, torch.div(index, width, rounding_mode="floor"), 0)
-    peaks = torch.stack([x, y], dim=1).to(dtype)
-    inside = (x > 1) & (x < width - 2) & (y > 1) & (y < height - 2)
+    pixels = peak_pixels(index, maxvals, width)
+    peaks = pixels.to(dtype)
+    inside = _refinable(pixels, height, width)
     # The blur of values <= m0 with weights summing to <= 1 stays <= m0, so the rescale factor
     # is >= 1 and cannot lift a stencil value that was under the floor above it.
     exact = inside & ((stencils < LOG_FLOOR).any(dim=1) | leaves_storage)

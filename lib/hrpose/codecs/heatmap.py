@@ -122,12 +122,17 @@ def get_max_preds(heatmaps: torch.Tensor) -> HeatmapDecodeResult:
         raise ValueError(f"heatmaps must be (B, K, H, W), got shape {tuple(heatmaps.shape)}")
     batch, joints, height, width = heatmaps.shape
     maxvals, flat_index = first_argmax(heatmaps.reshape(batch * joints, height * width))
-    maxvals, flat_index = maxvals.view(batch, joints, 1), flat_index.view(batch, joints, 1)
-    coords = torch.cat([flat_index % width, torch.div(flat_index, width, rounding_mode="floor")],
-                       dim=2)
+    coords = peak_pixels(flat_index, maxvals, width).view(batch, joints, 2)
     coords = coords.to(torch.promote_types(heatmaps.dtype, torch.float32))
-    coords = torch.where(maxvals > 0, coords, torch.zeros_like(coords))
-    return HeatmapDecodeResult(coords, maxvals)
+    return HeatmapDecodeResult(coords, maxvals.view(batch, joints, 1))
+
+
+def peak_pixels(flat_index: torch.Tensor, maxvals: torch.Tensor, width: int) -> torch.Tensor:
+    """Pixels (..., 2) int64 as x, y of flat row-major indices (...) into maps of this width;
+    (0, 0) where the maximum is not positive, as the reference masks its predictions."""
+    pixels = torch.stack([flat_index % width, torch.div(flat_index, width, rounding_mode="floor")],
+                         dim=-1)
+    return torch.where((maxvals > 0)[..., None], pixels, 0)
 
 
 def gather_pixels(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -80,8 +80,9 @@ def check_keypoint_groups(groups: Sequence[Sequence[int]],
 class GroupTable(NamedTuple):
     """``hae_loss``'s constant tables for G groups of K keypoint types (slot k is keypoint k)."""
 
-    same_group: torch.Tensor  # (K, K) float32: 1 where two keypoints share a group
-    counting: torch.Tensor  # (K, K + 1) float32: same_group, then a column of ones
+    # (K, K + 1) float32: 1 where two keypoints share a group (the (K, K) "same group" matrix),
+    # then a column of ones, so that one product counts group members and keypoints alike.
+    counting: torch.Tensor
     in_group: torch.Tensor  # (K,) float32: 1 for a keypoint in some group
     group_size: torch.Tensor  # (K,) float32: the full size of the keypoint's group (0: none)
     flaggable: torch.Tensor  # (F, K) bool: the members of each group with 5 or more members
@@ -99,9 +100,8 @@ def group_table(groups: Sequence[Sequence[int]], num_joints: int,
         group_size[list(group)] = len(group)
     # With m <= 4 members Q1 and Q3 are the minimum and the maximum, so no fence can flag one.
     flaggable = membership.T[membership.sum(dim=0) >= 5] > 0
-    same_group = membership @ membership.T
-    table = GroupTable(same_group, torch.cat([same_group, torch.ones(num_joints, 1)], dim=1),
-                       membership.sum(dim=1), group_size, flaggable,
+    counting = torch.cat([membership @ membership.T, torch.ones(num_joints, 1)], dim=1)
+    table = GroupTable(counting, membership.sum(dim=1), group_size, flaggable,
                        quartile_positions(num_joints))
     return GroupTable(*(tensor.to(device) for tensor in table))
 
@@ -221,11 +221,11 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
 
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    same_group, counting = table.same_group, table.counting
-    in_group, group_size = table.in_group, table.group_size
-    if same_group.dtype != flat.dtype:
-        same_group, counting, in_group, group_size = (
-            tensor.to(flat.dtype) for tensor in (same_group, counting, in_group, group_size))
+    counting, in_group, group_size = table.counting, table.in_group, table.group_size
+    if counting.dtype != flat.dtype:
+        counting, in_group, group_size = (tensor.to(flat.dtype)
+                                          for tensor in (counting, in_group, group_size))
+    same_group = counting[:, :num_joints]
     index = joints[..., 0].long().reshape(batch, -1)
     gathered = flat.gather(1, index).reshape(batch, num_people, num_joints)
     # What depends on the visibility alone: the weights of every slot's terms.
@@ -302,7 +302,7 @@ class HierarchicalAELoss(nn.Module):
         if not self.groups:
             return ae_loss(tags, joints, self.loss_type)
         table = GroupTable(*(getattr(self, name) for name in GroupTable._fields))
-        if table.same_group.device != tags.device:
+        if table.counting.device != tags.device:
             table = GroupTable(*(tensor.to(tags.device) for tensor in table))
         return hae_loss(tags, joints, self.groups, self.loss_type, self.pull_weights,
                         self.focal_pull, self.focal_fence, self.focal_weight, table)
