@@ -10,7 +10,8 @@ from hrpose.codecs.associative_embedding import encode_ae_tags
 from hrpose.datasets.metadata import (DEFAULT_GROUP_SCHEME, KEYPOINT_INFO, KeypointInfo,
                                       get_keypoint_info)
 from hrpose.losses.associative_embedding import ae_loss
-from hrpose.losses.hierarchical_ae import HierarchicalAELoss, hae_loss, tukey_outliers
+from hrpose.losses.hierarchical_ae import (HierarchicalAELoss, group_table, hae_loss,
+                                           tukey_outliers)
 
 NUM_JOINTS, SIZE, SLOTS = 9, 4, 5
 # A 6-member group (fences can flag with 5 or more visible members), a pair and a singleton.
@@ -178,6 +179,53 @@ def test_focal_pulling_matches_the_loops(weights):
                                     focal_weight=3.0)
     expected_gradient, = torch.autograd.grad(loop_pull.sum(), copy)
     torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10, atol=1e-12)
+
+
+def test_a_scattered_focal_group_matches_the_loops():
+    # The same problem with the keypoint types relabelled, so that the six-member group is no
+    # longer a run of consecutive keypoints: the loss reorders its slots and must not change.
+    tag_maps, people, joints = tiny_batch()
+    relabel = [3, 7, 0, 5, 1, 8, 2, 6, 4]  # keypoint k is called relabel[k]
+    groups = tuple(tuple(relabel[k] for k in group) for group in GROUPS)
+    assert group_table(groups, NUM_JOINTS).slot_order is not None
+    assert group_table(GROUPS, NUM_JOINTS).slot_order is None
+    scattered_maps = torch.empty_like(tag_maps)
+    scattered_maps[:, relabel] = tag_maps
+    scattered_people = []
+    for persons in people:
+        relabelled = np.zeros_like(persons)
+        relabelled[:, relabel] = persons
+        scattered_people.append(relabelled)
+    scattered_joints = torch.from_numpy(np.stack([
+        encode_ae_tags(p, SIZE, SLOTS, num_joints=NUM_JOINTS) for p in scattered_people]))
+    scattered_maps.requires_grad_(True)
+    push, pull = hae_loss(scattered_maps, scattered_joints, groups, "exp", (0.3, 1.0, 1.5),
+                          focal_pull=True)
+    expected_push, expected_pull, flagged = loop_hae_loss(
+        scattered_maps, scattered_people, groups, "exp", (0.3, 1.0, 1.5), focal=True)
+    assert sorted(flagged) == [(0, 0, relabel[2]), (0, 3, relabel[4])]
+    torch.testing.assert_close(push, expected_push, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pull, expected_pull, rtol=1e-12, atol=1e-12)
+    gradient, = torch.autograd.grad((push + pull).sum(), scattered_maps)
+    original = tag_maps.detach().clone().requires_grad_(True)
+    push, pull = hae_loss(original, joints, GROUPS, "exp", (0.3, 1.0, 1.5), focal_pull=True)
+    expected_gradient, = torch.autograd.grad((push + pull).sum(), original)
+    torch.testing.assert_close(gradient[:, relabel], expected_gradient, rtol=1e-10, atol=1e-12)
+
+
+def test_tables_are_rebuilt_when_they_do_not_fit():
+    tag_maps, people, joints = tiny_batch()
+    weights = (0.3, 1.0, 0.7)
+    _, expected_pull, _ = loop_hae_loss(tag_maps, people, GROUPS, "exp", weights)
+    # A table for other weights, or rounded to float32, is not used for float64 tags.
+    for table in (group_table(GROUPS, NUM_JOINTS, (0.0, 1.0, 1.5), dtype=torch.float64),
+                  group_table(GROUPS, NUM_JOINTS, weights)):
+        _, pull = hae_loss(tag_maps, joints, GROUPS, "exp", weights, table=table)
+        torch.testing.assert_close(pull, expected_pull, rtol=1e-12, atol=1e-12)
+    # Nor are the module's float32 constants once the module is converted to float64.
+    module = HierarchicalAELoss(NUM_JOINTS, GROUPS, "exp", weights).double()
+    torch.testing.assert_close(module(tag_maps, joints)[1], expected_pull, rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_tukey_outliers_against_numpy():

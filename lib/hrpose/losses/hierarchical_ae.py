@@ -31,13 +31,15 @@ follows from its type: slot j of a person is keypoint j, as ``encode_ae_tags`` l
 (the released codec packed the visible keypoints into the first slots while its loss read the
 group off the slot, so groups landed on the wrong keypoints whenever an earlier one was missing),
 and (c) the groups are the dataset's own. Everything is vectorised over images, people and
-groups with constant (keypoint x group) tables: every term is a weighted sum over slots, where
-each slot carries its group's mean; what depends on the visibility alone (counts, weights,
-Tukey membership) is computed without autograd, so the differentiable part is a handful of ops.
+groups with constant tables (``GroupTable``): every term is a weighted sum over slots, where
+each slot carries its group's mean; what depends on the visibility alone (counts, weights) is
+computed without autograd, and Tukey's fences run only on the slots of groups that can flag,
+so the differentiable part is a handful of ops.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -78,32 +80,72 @@ def check_keypoint_groups(groups: Sequence[Sequence[int]],
 
 
 class GroupTable(NamedTuple):
-    """``hae_loss``'s constant tables for G groups of K keypoint types (slot k is keypoint k)."""
+    """``hae_loss``'s constants for one grouping of K keypoint types and one set of pull weights.
 
-    # (K, K + 1) float32: 1 where two keypoints share a group (the (K, K) "same group" matrix),
-    # then a column of ones, so that one product counts group members and keypoints alike.
+    Tables are indexed by slot. Slot k holds keypoint k unless a group that fences can flag (5 or
+    more members) is not a run of consecutive keypoints: then ``slot_order`` moves its members
+    next to each other, so that focal pulling reads each such group as one slice of the slots.
+    """
+
+    slot_order: torch.Tensor | None  # (K,) int64: the keypoint in each slot; None: slot k is k
+    # (K, K + 1): 1 where two slots' keypoints share a group (the (K, K) same-group matrix S),
+    # then a column of ones, so that one product counts group members and keypoints alike, and
+    # one sums each slot's group and each person's tags.
     counting: torch.Tensor
-    in_group: torch.Tensor  # (K,) float32: 1 for a keypoint in some group
-    group_size: torch.Tensor  # (K,) float32: the full size of the keypoint's group (0: none)
-    flaggable: torch.Tensor  # (F, K) bool: the members of each group with 5 or more members
+    # (K,): each slot's keypoint-to-group and group-to-instance weights before its group's
+    # count, w_l |G| / K and w_h / K (0 for a keypoint in no group): the loss's 1 / K is here.
+    to_group_scale: torch.Tensor
+    to_instance_scale: torch.Tensor
     quartile_positions: torch.Tensor  # (K + 1, 2) int64: Q1 and Q3 positions for m members
+    # (start, stop) slots of each group with 5 or more members, the only ones fences can flag.
+    focal_ranges: tuple[tuple[int, int], ...]
+    pull_weights: tuple[float, float, float]  # (w_o, w_l, w_h)
+    dtype: torch.dtype  # the dtype the weights were rounded to, once
+
+    def to(self, device: torch.device | str | None) -> GroupTable:
+        """The same tables on ``device``."""
+        return self._replace(**{name: value.to(device) for name, value in self._asdict().items()
+                                if isinstance(value, torch.Tensor)})
 
 
 def group_table(groups: Sequence[Sequence[int]], num_joints: int,
-                device: torch.device | str | None = None) -> GroupTable:
-    """The lookup tables of ``groups`` (checked) on ``device``."""
+                pull_weights: Sequence[float] = HAE_PULL_WEIGHTS,
+                device: torch.device | str | None = None,
+                dtype: torch.dtype = torch.float32) -> GroupTable:
+    """The constants of ``groups`` (checked) and ``pull_weights`` on ``device``, the weights
+    rounded once to ``dtype``."""
     groups = check_keypoint_groups(groups, num_joints)
-    membership = torch.zeros(num_joints, len(groups))
-    group_size = torch.zeros(num_joints)
-    for g, group in enumerate(groups):
-        membership[list(group), g] = 1
-        group_size[list(group)] = len(group)
+    weights = check_pull_weights(pull_weights)
     # With m <= 4 members Q1 and Q3 are the minimum and the maximum, so no fence can flag one.
-    flaggable = membership.T[membership.sum(dim=0) >= 5] > 0
-    counting = torch.cat([membership @ membership.T, torch.ones(num_joints, 1)], dim=1)
-    table = GroupTable(counting, membership.sum(dim=1), group_size, flaggable,
-                       quartile_positions(num_joints))
-    return GroupTable(*(tensor.to(device) for tensor in table))
+    focal_groups = [sorted(group) for group in groups if len(group) >= 5]
+    order: list[int] = []
+    for keypoint in range(num_joints):
+        if keypoint not in order:
+            order += next((group for group in focal_groups if keypoint in group), [keypoint])
+    slot = {keypoint: position for position, keypoint in enumerate(order)}
+    membership = torch.zeros(num_joints, len(groups), dtype=torch.float64)
+    group_size = torch.zeros(num_joints, dtype=torch.float64)
+    for g, group in enumerate(groups):
+        slots = [slot[keypoint] for keypoint in group]
+        membership[slots, g] = 1
+        group_size[slots] = len(group)
+    focal_ranges = tuple((slot[group[0]], slot[group[0]] + len(group)) for group in focal_groups)
+    counting = torch.cat([membership @ membership.T, torch.ones(num_joints, 1,
+                                                                dtype=torch.float64)], dim=1)
+    slot_order = None if order == list(range(num_joints)) else torch.tensor(order)
+    constants = (counting, weights[1] / num_joints * group_size,
+                 weights[2] / num_joints * membership.sum(dim=1))
+    return GroupTable(slot_order, *(tensor.to(dtype) for tensor in constants),
+                      quartile_positions(num_joints), focal_ranges, weights, dtype).to(device)
+
+
+def check_pull_weights(pull_weights: Sequence[float]) -> tuple[float, float, float]:
+    """The three pull weights as floats, after checking there are three and none is negative."""
+    weights = tuple(float(w) for w in pull_weights)
+    if len(weights) != 3 or any(w < 0 for w in weights):
+        raise ValueError(f"HAE pull weights must be 3 non-negative numbers [keypoint-to-instance, "
+                         f"keypoint-to-group, group-to-instance]; got {list(pull_weights)}")
+    return weights
 
 
 def quartile_positions(size: int) -> torch.Tensor:
@@ -128,58 +170,71 @@ def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float,
         values = torch.where(members, values, float("nan"))
         ordered = values.sort(dim=-1).values
         quartiles = ordered.gather(-1, positions[members.sum(dim=-1)])  # (..., 2): Q1, Q3
-        spread = fence * (quartiles[..., 1:] - quartiles[..., :1])
-        return (values < quartiles[..., :1] - spread) | (values > quartiles[..., 1:] + spread)
+        spread = quartiles.diff(dim=-1).mul_(fence)
+        # Q1 - spread and Q3 + spread in one op (the products with -1 and 1 are exact).
+        fences = torch.addcmul(quartiles, spread, _lower_upper(values.device, values.dtype))
+        return (values < fences[..., :1]) | (values > fences[..., 1:])
+
+
+@functools.lru_cache(maxsize=None)
+def _lower_upper(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(2,) tensor [-1, 1]."""
+    return torch.tensor([-1.0, 1.0], dtype=dtype, device=device)
 
 
 class _HierarchicalPull(torch.autograd.Function):
     """The pull of ``hae_loss`` and the person means, with a hand-written gradient.
 
-    Per slot k of a person (tag g_k, instance mean i = sum_k b_k g_k, the slot's group mean
-    s_k = sum_l A_kl g_l over the visible members of its group):
+    Per slot k of a person (tag g_k, visible v_k, n_k visible members in its group, n visible
+    keypoints; S the (K, K) same-group matrix), the slot's group mean s_k = sum_l S_kl v_l g_l /
+    n_k and the instance mean i = sum_l v_l g_l / n come from one product with the counting
+    table [S | 1], and, over the P people of an image,
 
-      pull = norm * sum_k [c1_k (g_k - s_k)^2 + c2_k (i - s_k)^2 + c0_k (g_k - i)^2]
+      pull = sum_k [c1_k (g_k - s_k)^2 + c2_k (i - s_k)^2 + c0_k (g_k - i)^2] / P.
 
-    The gradient is 2 norm [u + z - A^T (u + v) + b (sum v - sum z)] with u = c1 (g - s),
-    v = c2 (i - s), z = c0 (g - i), and A^T x = grouped * ((x / group count) @ same_group): a
-    few whole-tensor ops instead of autograd's graph of some forty small ones, which dominate
-    the cost of the loss at this size.
+    With u = c1 (g - s), w = c2 (i - s), z = c0 (g - i), the gradient is
+    2 [u + z - v ((u + w) / n_k) @ S + v (sum w - sum z) / n] / P: a few whole-tensor ops
+    instead of autograd's graph of some forty small ones, which dominate the cost of the loss
+    at this size.
     """
 
     @staticmethod
-    def forward(ctx, gathered, instance_weight, grouped, inverse_group_count, same_group,
-                to_group_weight, to_instance_weight, spread_weight, normaliser):
-        instance_mean = (gathered * instance_weight).sum(dim=2, keepdim=True)
-        slot_group_mean = ((gathered * grouped) @ same_group) * inverse_group_count
-        to_group = gathered - slot_group_mean
-        to_instance = instance_mean - slot_group_mean
+    def forward(ctx, gathered, visible_weight, inverse_counts, counting, to_group_weight,
+                to_instance_weight, spread_weight, people):
+        num_joints = gathered.shape[-1]
+        means = ((gathered * visible_weight) @ counting) * inverse_counts
+        group_mean, instance_mean = means[..., :num_joints], means[..., num_joints:]
+        to_group = gathered - group_mean
+        to_instance = instance_mean - group_mean
         weighted_group = to_group * to_group_weight
         weighted_instance = to_instance * to_instance_weight
-        per_slot = weighted_group * to_group + weighted_instance * to_instance
+        per_slot = torch.addcmul(weighted_group * to_group, weighted_instance, to_instance)
         weighted_spread = None
         if spread_weight is not None:
             spread = gathered - instance_mean
             weighted_spread = spread * spread_weight
-            per_slot = per_slot + weighted_spread * spread
-        ctx.save_for_backward(weighted_group, weighted_instance, weighted_spread, instance_weight,
-                              grouped, inverse_group_count, same_group, normaliser)
-        return per_slot.sum(dim=(1, 2)) * normaliser, instance_mean[..., 0]
+            per_slot = per_slot.addcmul_(weighted_spread, spread)
+        ctx.save_for_backward(weighted_group, weighted_instance, weighted_spread, visible_weight,
+                              inverse_counts, counting, people)
+        return per_slot.sum(dim=(1, 2)) / people, instance_mean[..., 0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_pull, grad_mean):
-        (weighted_group, weighted_instance, weighted_spread, instance_weight, grouped,
-         inverse_group_count, same_group, normaliser) = ctx.saved_tensors
-        scale = (2 * grad_pull * normaliser)[:, None, None]
-        back_to_slots = ((weighted_group + weighted_instance) * inverse_group_count) @ same_group
+        (weighted_group, weighted_instance, weighted_spread, visible_weight, inverse_counts,
+         counting, people) = ctx.saved_tensors
+        num_joints = weighted_group.shape[-1]
+        scale = (grad_pull / people).mul_(2).view(-1, 1, 1)
+        to_groups = (((weighted_group + weighted_instance) * inverse_counts[..., :num_joints])
+                     @ counting[:, :num_joints])
         direct = weighted_group
         to_mean = weighted_instance.sum(dim=2, keepdim=True)
         if weighted_spread is not None:
             direct = direct + weighted_spread
             to_mean = to_mean - weighted_spread.sum(dim=2, keepdim=True)
-        grad = ((direct - grouped * back_to_slots) * scale
-                + instance_weight * (to_mean * scale + grad_mean[..., None]))
-        return grad, None, None, None, None, None, None, None, None
+        per_person = (to_mean * scale + grad_mean[..., None]) * inverse_counts[..., num_joints:]
+        grad = direct * scale - visible_weight * (to_groups * scale - per_person)
+        return grad, None, None, None, None, None, None, None
 
 
 def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence[int]],
@@ -194,14 +249,12 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
     k * H * W + y * W + x, visible) from ``encode_ae_tags``: slot k of a person is keypoint k.
     groups: disjoint lists of keypoint types (at least one group). pull_weights:
     [keypoint-to-instance, keypoint-to-group, group-to-instance]. table: ``group_table(groups,
-    K)`` on the tags' device, to skip rebuilding it.
+    K, pull_weights)`` on the tags' device, to skip rebuilding it; it is rebuilt when its weights
+    or dtype do not fit.
     """
     if loss_type not in AE_LOSS_TYPES:
         raise ValueError(f"AE loss type must be one of {AE_LOSS_TYPES}, got {loss_type!r}")
-    weights = [float(w) for w in pull_weights]
-    if len(weights) != 3 or any(w < 0 for w in weights):
-        raise ValueError(f"HAE pull weights must be 3 non-negative numbers [keypoint-to-instance, "
-                         f"keypoint-to-group, group-to-instance]; got {list(pull_weights)}")
+    weights = check_pull_weights(pull_weights)
     batch = tags.shape[0]
     if joints.dim() != 4 or joints.shape[0] != batch or joints.shape[-1] != 2:
         raise ValueError(f"joints must have shape (N={batch}, people, joints, 2); "
@@ -216,45 +269,43 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
                          f"{flat.shape[1]} tag values per image are not {num_joints} maps")
     if not groups:
         raise ValueError("HAE needs at least one keypoint group (use ae_loss without groups)")
-    if table is None:
-        table = group_table(groups, num_joints, flat.device)
-
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    counting, in_group, group_size = table.counting, table.in_group, table.group_size
-    if counting.dtype != flat.dtype:
-        counting, in_group, group_size = (tensor.to(flat.dtype)
-                                          for tensor in (counting, in_group, group_size))
-    same_group = counting[:, :num_joints]
+    if (table is None or table.pull_weights != weights or table.dtype != flat.dtype
+            or table.counting.dtype != flat.dtype):
+        table = group_table(groups, num_joints, weights, flat.device, flat.dtype)
+    counting, to_group_scale, to_instance_scale = (
+        table.counting, table.to_group_scale, table.to_instance_scale)
+    if table.slot_order is not None:
+        joints = joints.index_select(2, table.slot_order)
     index = joints[..., 0].long().reshape(batch, -1)
     gathered = flat.gather(1, index).reshape(batch, num_people, num_joints)
     # What depends on the visibility alone: the weights of every slot's terms.
     with torch.no_grad():
         visible = joints[..., 1] > 0  # (N, M, K)
         visible_weight = visible.to(flat.dtype)
-        present = visible.any(dim=2)  # (N, M)
         # One product gives each slot's count of visible group members and, last, the
         # person's count of visible keypoints.
-        inverse_counts = (visible_weight @ counting).clamp_(min=1).reciprocal_()
-        inverse_group_count = inverse_counts[..., :num_joints]
-        instance_weight = visible_weight * inverse_counts[..., num_joints:]
-        grouped = visible_weight * in_group
+        counts = visible_weight @ counting
+        present = counts[..., num_joints] > 0  # (N, M)
+        inverse_counts = counts.clamp(min=1).reciprocal_()
         # The group-to-instance term (m_n - m_ng)^2 is spread evenly over the group's members.
-        pull_weight = grouped * inverse_group_count
-        to_group_weight = (weights[1] * group_size) * pull_weight
-        if focal_pull and table.flaggable.numel():
-            members = visible[..., None, :] & table.flaggable  # (N, M, F, K)
-            outliers = tukey_outliers(gathered[..., None, :], members, focal_fence,
-                                      table.quartile_positions)
-            outliers = outliers[:, :, 0] if outliers.shape[2] == 1 else outliers.any(dim=2)
-            to_group_weight = torch.where(outliers, to_group_weight * focal_weight,
-                                          to_group_weight)
-        spread_weight = (weights[0] * num_joints) * instance_weight if weights[0] else None
-        people = present.sum(dim=1, dtype=flat.dtype)
-        normaliser = people.clamp_(min=1).mul_(num_joints).reciprocal_()
+        pull_weight = visible_weight * inverse_counts[..., :num_joints]
+        to_group_weight = to_group_scale * pull_weight
+        if focal_pull:
+            for start, stop in table.focal_ranges:
+                outliers = tukey_outliers(gathered[..., start:stop], visible[..., start:stop],
+                                          focal_fence, table.quartile_positions)
+                # Multiplies the outliers' keypoint-to-group weights by focal_weight.
+                focal = to_group_weight[..., start:stop]
+                focal.addcmul_(focal, outliers, value=focal_weight - 1)
+        spread_weight = None
+        if weights[0]:  # keypoint-to-instance: plain AE's pull (times K, over K), times w_o
+            spread_weight = weights[0] * visible_weight * inverse_counts[..., num_joints:]
+        people = present.sum(dim=1, dtype=flat.dtype).clamp_(min=1)
     pull, instance_mean = _HierarchicalPull.apply(
-        gathered, instance_weight, grouped, inverse_group_count, same_group, to_group_weight,
-        weights[2] * pull_weight, spread_weight, normaliser)
+        gathered, visible_weight, inverse_counts, counting, to_group_weight,
+        to_instance_scale * pull_weight, spread_weight, people)
     return instance_push(instance_mean, present, loss_type), pull
 
 
@@ -273,11 +324,7 @@ class HierarchicalAELoss(nn.Module):
         super().__init__()
         if loss_type not in AE_LOSS_TYPES:
             raise ValueError(f"AE loss type must be one of {AE_LOSS_TYPES}, got {loss_type!r}")
-        weights = tuple(float(w) for w in pull_weights)
-        if len(weights) != 3 or any(w < 0 for w in weights):
-            raise ValueError(f"HAE pull weights must be 3 non-negative numbers [keypoint-to-"
-                             f"instance, keypoint-to-group, group-to-instance]; got "
-                             f"{list(pull_weights)}")
+        weights = check_pull_weights(pull_weights)
         if focal_fence < 0 or focal_weight < 0:
             raise ValueError(f"focal pulling needs a non-negative fence multiplier and weight; got "
                              f"{focal_fence} and {focal_weight}")
@@ -288,22 +335,28 @@ class HierarchicalAELoss(nn.Module):
         self.focal_pull = bool(focal_pull)
         self.focal_fence = float(focal_fence)
         self.focal_weight = float(focal_weight)
-        if self.groups:
-            table = group_table(self.groups, self.num_joints)
-        else:
+        if not self.groups:
             logger.warning("no keypoint groups for this dataset: the hierarchical tag loss falls "
                            "back to plain associative embedding")
-            table = GroupTable(*(torch.zeros(0) for _ in GroupTable._fields))
-        for name, tensor in table._asdict().items():
-            self.register_buffer(name, tensor, persistent=False)
+            return
+        # The table's tensors are buffers, so that they follow the module's device.
+        table = group_table(self.groups, self.num_joints, weights)
+        self._table_buffers, self._table_fields = [], {}
+        for name, value in table._asdict().items():
+            if isinstance(value, torch.Tensor) or value is None:
+                self.register_buffer(name, value, persistent=False)
+                self._table_buffers.append(name)
+            else:
+                self._table_fields[name] = value
 
     def forward(self, tags: torch.Tensor,
                 joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.groups:
             return ae_loss(tags, joints, self.loss_type)
-        table = GroupTable(*(getattr(self, name) for name in GroupTable._fields))
+        table = GroupTable(**{name: getattr(self, name) for name in self._table_buffers},
+                           **self._table_fields)
         if table.counting.device != tags.device:
-            table = GroupTable(*(tensor.to(tags.device) for tensor in table))
+            table = table.to(tags.device)
         return hae_loss(tags, joints, self.groups, self.loss_type, self.pull_weights,
                         self.focal_pull, self.focal_fence, self.focal_weight, table)
 
