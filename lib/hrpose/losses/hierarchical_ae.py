@@ -160,8 +160,9 @@ def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float,
     """Which members are outside their set's Tukey fences, Q1 - fence IQR and Q3 + fence IQR.
 
     values: broadcastable to members; members: (..., J) bool, one set over the last axis. Q1 and
-    Q3 are ``quartile_positions`` of the members' sorted values. positions: that table for J,
-    to skip rebuilding it. Returns (..., J) bool, False outside the members. No gradient.
+    Q3 are ``quartile_positions`` of the members' sorted values. positions: that table for J
+    (or more) values, to skip rebuilding it. Returns (..., J) bool, False outside the members.
+    No gradient.
     """
     if positions is None:
         positions = quartile_positions(members.shape[-1]).to(members.device)
