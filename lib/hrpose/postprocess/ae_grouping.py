@@ -462,14 +462,13 @@ def refine_poses(poses: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
 
     poses (P, J, C) of one image from match_by_tag (optionally adjusted); heatmaps (J, H, W);
     tags (J, H, W), (J, H, W, D) or D maps (J, H, W), or with one shared tag channel (1, ...);
-    tensors on
-    any device (the per-pixel work runs there) or NumPy arrays. Per person: its tag is the mean
-    tag at the (truncated) positions of its joints with value > 0; for each joint type the map
-    heatmap - round(tag distance to that mean) is maximised (first maximum in row-major order);
-    the position moves as in adjust_poses and the value is the heatmap there. A joint is filled
-    only when its current value is 0 and the new value is > 0; its tag columns stay 0. A person
-    without any joint of value > 0 (possible only with a negative detection threshold) is
-    returned unchanged, where the reference would average an empty list.
+    tensors on any device (the per-pixel work runs there) or NumPy arrays. Per person: its tag is
+    the mean tag at the (truncated) positions of its joints with value > 0; for each joint type
+    the map heatmap - round(tag distance to that mean) is maximised (first maximum in row-major
+    order); the position moves as in adjust_poses and the value is the heatmap there. A joint is
+    filled only when its current value is 0 and the new value is > 0; its tag columns stay 0. A
+    person without any joint of value > 0 (possible only with a negative detection threshold)
+    is returned unchanged, where the reference would average an empty list.
 
     The reference searches every joint type of every person; only the joints at value 0 can be
     filled, so only those are searched here, all persons lacking one joint type at once.
@@ -535,8 +534,8 @@ def group_keypoints(heatmaps: torch.Tensor, tags: TagMaps, params: GroupingParam
 
     heatmaps (N, J, H, W) float (the aggregated, un-suppressed maps; any device); tags
     (N, J or 1, H, W), (N, J or 1, H, W, D) or D maps (N, J or 1, H, W) (``tag_components``).
-    NMS, top-k and refine's per-pixel work run on
-    the device; the heatmaps are copied to the CPU once for adjust. Scores are taken after
+    NMS, top-k and refine's per-pixel work run on the device; the heatmaps are copied to the CPU
+    once for adjust. Scores are taken after
     adjust and before refine. Coordinates are in heatmap pixels (see bottomup.get_final_preds).
     matcher(values, locations, tags, params, assignment) -> poses groups one image's candidates;
     match_by_tag (the fixed joint order) when None.

@@ -191,8 +191,7 @@ def group_keypoints_progressive(heatmaps: torch.Tensor, tags: TagMaps,
 
     Same inputs and outputs: heatmaps (N, J, H, W) (aggregated, un-suppressed; any device),
     tags (N, J or 1, H, W), (N, J or 1, H, W, D) or D maps (N, J or 1, H, W); poses in heatmap
-    pixels, adjusted, scored
-    (mean joint value, before refine), refined, as params says.
+    pixels, adjusted, scored (mean joint value, before refine), refined, as params says.
     """
     return group_keypoints(heatmaps, tags, params, assignment, matcher=_progressive_poses)
 
