@@ -89,13 +89,12 @@ class GroupTable(NamedTuple):
 
     slot_order: torch.Tensor | None  # (K,) int64: the keypoint in each slot; None: slot k is k
     # (K, K + 1): 1 where two slots' keypoints share a group (the (K, K) same-group matrix S),
-    # then a column of ones, so that one product counts group members and keypoints alike, and
-    # one sums each slot's group and each person's tags.
+    # then a column of ones, so that one product gives the visible members and the tag sums of
+    # each slot's group and of the whole person.
     counting: torch.Tensor
-    # (K,): each slot's keypoint-to-group and group-to-instance weights before its group's
+    # (2, K): each slot's keypoint-to-group and group-to-instance weights before its group's
     # count, w_l |G| / K and w_h / K (0 for a keypoint in no group): the loss's 1 / K is here.
-    to_group_scale: torch.Tensor
-    to_instance_scale: torch.Tensor
+    level_scales: torch.Tensor
     quartile_positions: torch.Tensor  # (K + 1, 2) int64: Q1 and Q3 positions for m members
     # (start, stop) slots of each group with 5 or more members, the only ones fences can flag.
     focal_ranges: tuple[tuple[int, int], ...]
@@ -133,8 +132,8 @@ def group_table(groups: Sequence[Sequence[int]], num_joints: int,
     counting = torch.cat([membership @ membership.T, torch.ones(num_joints, 1,
                                                                 dtype=torch.float64)], dim=1)
     slot_order = None if order == list(range(num_joints)) else torch.tensor(order)
-    constants = (counting, weights[1] / num_joints * group_size,
-                 weights[2] / num_joints * membership.sum(dim=1))
+    constants = (counting, torch.stack([weights[1] / num_joints * group_size,
+                                        weights[2] / num_joints * membership.sum(dim=1)]))
     return GroupTable(slot_order, *(tensor.to(dtype) for tensor in constants),
                       quartile_positions(num_joints), focal_ranges, weights, dtype).to(device)
 
@@ -156,25 +155,34 @@ def quartile_positions(size: int) -> torch.Tensor:
 
 
 def tukey_outliers(values: torch.Tensor, members: torch.Tensor, fence: float,
-                   positions: torch.Tensor | None = None) -> torch.Tensor:
+                   positions: torch.Tensor | None = None,
+                   member_counts: torch.Tensor | None = None) -> torch.Tensor:
     """Which members are outside their set's Tukey fences, Q1 - fence IQR and Q3 + fence IQR.
 
     values: broadcastable to members; members: (..., J) bool, one set over the last axis. Q1 and
     Q3 are ``quartile_positions`` of the members' sorted values. positions: that table for J
-    (or more) values, to skip rebuilding it. Returns (..., J) bool, False outside the members.
-    No gradient.
+    (or more) values; member_counts: (...) int64, the members of each set; both only to skip
+    recomputing them. Returns (..., J) bool, False outside the members. No gradient.
     """
     if positions is None:
         positions = quartile_positions(members.shape[-1]).to(members.device)
     with torch.no_grad():
         # Non-members are NaN: they sort last, and every comparison with them is False.
-        values = torch.where(members, values, float("nan"))
+        values = torch.where(members, values, _nan(values.device, values.dtype))
         ordered = values.sort(dim=-1).values
-        quartiles = ordered.gather(-1, positions[members.sum(dim=-1)])  # (..., 2): Q1, Q3
+        if member_counts is None:
+            member_counts = members.sum(dim=-1)
+        quartiles = ordered.gather(-1, positions[member_counts])  # (..., 2): Q1, Q3
         spread = quartiles.diff(dim=-1).mul_(fence)
         # Q1 - spread and Q3 + spread in one op (the products with -1 and 1 are exact).
         fences = torch.addcmul(quartiles, spread, _lower_upper(values.device, values.dtype))
         return (values < fences[..., :1]) | (values > fences[..., 1:])
+
+
+@functools.lru_cache(maxsize=None)
+def _nan(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """0-dim NaN tensor."""
+    return torch.tensor(float("nan"), dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,55 +195,51 @@ class _HierarchicalPull(torch.autograd.Function):
     """The pull of ``hae_loss`` and the person means, with a hand-written gradient.
 
     Per slot k of a person (tag g_k, visible v_k, n_k visible members in its group, n visible
-    keypoints; S the (K, K) same-group matrix), the slot's group mean s_k = sum_l S_kl v_l g_l /
-    n_k and the instance mean i = sum_l v_l g_l / n come from one product with the counting
-    table [S | 1], and, over the P people of an image,
+    keypoints; S the (K, K) same-group matrix), with the slot's group mean s_k = sum_l S_kl v_l
+    g_l / n_k and the instance mean i = sum_l v_l g_l / n (both given, from one product with the
+    counting table [S | 1]), over the P people of an image,
 
       pull = sum_k [c1_k (g_k - s_k)^2 + c2_k (i - s_k)^2 + c0_k (g_k - i)^2] / P.
 
     With u = c1 (g - s), w = c2 (i - s), z = c0 (g - i), the gradient is
-    2 [u + z - v ((u + w) / n_k) @ S + v (sum w - sum z) / n] / P: a few whole-tensor ops
-    instead of autograd's graph of some forty small ones, which dominate the cost of the loss
-    at this size.
+    2 [u + z - (v / n_k) ((u + w) @ S) + (v / n) (sum w - sum z)] / P (the c's of a group's slots
+    share its n_k). It is formed in the forward, from the terms the pull has just computed, and
+    the backward only scales it: a few whole-tensor ops instead of autograd's graph of some forty
+    small ones, which dominate the cost of the loss at this size.
     """
 
     @staticmethod
-    def forward(ctx, gathered, visible_weight, inverse_counts, counting, to_group_weight,
-                to_instance_weight, spread_weight, people):
+    def forward(ctx, gathered, means, same_group, to_group_weight, to_instance_weight,
+                spread_weight, group_weight, instance_weight, people):
         num_joints = gathered.shape[-1]
-        means = ((gathered * visible_weight) @ counting) * inverse_counts
         group_mean, instance_mean = means[..., :num_joints], means[..., num_joints:]
         to_group = gathered - group_mean
         to_instance = instance_mean - group_mean
         weighted_group = to_group * to_group_weight
         weighted_instance = to_instance * to_instance_weight
-        per_slot = torch.addcmul(weighted_group * to_group, weighted_instance, to_instance)
-        weighted_spread = None
+        per_slot = to_group.mul_(weighted_group).addcmul_(weighted_instance, to_instance)
+        direct = weighted_group
+        to_mean = weighted_instance.sum(dim=2, keepdim=True)
         if spread_weight is not None:
             spread = gathered - instance_mean
             weighted_spread = spread * spread_weight
-            per_slot = per_slot.addcmul_(weighted_spread, spread)
-        ctx.save_for_backward(weighted_group, weighted_instance, weighted_spread, visible_weight,
-                              inverse_counts, counting, people)
-        return per_slot.sum(dim=(1, 2)) / people, instance_mean[..., 0]
+            per_slot.addcmul_(weighted_spread, spread)
+            direct = direct + weighted_spread
+            to_mean -= weighted_spread.sum(dim=2, keepdim=True)
+        if ctx.needs_input_grad[0]:
+            through_groups = weighted_instance.add_(weighted_group) @ same_group
+            gradient = torch.addcmul(direct, group_weight, through_groups, value=-1)
+            ctx.save_for_backward(gradient.addcmul_(to_mean, instance_weight), instance_weight,
+                                  people)
+        return per_slot.sum(dim=(1, 2)).div_(people), instance_mean[..., 0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_pull, grad_mean):
-        (weighted_group, weighted_instance, weighted_spread, visible_weight, inverse_counts,
-         counting, people) = ctx.saved_tensors
-        num_joints = weighted_group.shape[-1]
+        gradient, instance_weight, people = ctx.saved_tensors
         scale = (grad_pull / people).mul_(2).view(-1, 1, 1)
-        to_groups = (((weighted_group + weighted_instance) * inverse_counts[..., :num_joints])
-                     @ counting[:, :num_joints])
-        direct = weighted_group
-        to_mean = weighted_instance.sum(dim=2, keepdim=True)
-        if weighted_spread is not None:
-            direct = direct + weighted_spread
-            to_mean = to_mean - weighted_spread.sum(dim=2, keepdim=True)
-        per_person = (to_mean * scale + grad_mean[..., None]) * inverse_counts[..., num_joints:]
-        grad = direct * scale - visible_weight * (to_groups * scale - per_person)
-        return grad, None, None, None, None, None, None, None
+        grad = (gradient * scale).addcmul_(instance_weight, grad_mean[..., None])
+        return grad, None, None, None, None, None, None, None, None
 
 
 def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence[int]],
@@ -275,38 +279,43 @@ def hae_loss(tags: torch.Tensor, joints: torch.Tensor, groups: Sequence[Sequence
     if (table is None or table.pull_weights != weights or table.dtype != flat.dtype
             or table.counting.dtype != flat.dtype):
         table = group_table(groups, num_joints, weights, flat.device, flat.dtype)
-    counting, to_group_scale, to_instance_scale = (
-        table.counting, table.to_group_scale, table.to_instance_scale)
     if table.slot_order is not None:
         joints = joints.index_select(2, table.slot_order)
     index = joints[..., 0].long().reshape(batch, -1)
     gathered = flat.gather(1, index).reshape(batch, num_people, num_joints)
-    # What depends on the visibility alone: the weights of every slot's terms.
+    # Everything the differentiable part takes as constants: the means, and the weights of
+    # every slot's terms.
     with torch.no_grad():
         visible = joints[..., 1] > 0  # (N, M, K)
-        visible_weight = visible.to(flat.dtype)
-        # One product gives each slot's count of visible group members and, last, the
-        # person's count of visible keypoints.
-        counts = visible_weight @ counting
+        tags_and_visible = flat.new_empty((2, batch, num_people, num_joints))
+        visible_weight = tags_and_visible[1].copy_(visible)
+        torch.mul(gathered, visible_weight, out=tags_and_visible[0])
+        # One product gives each slot's group tag sum and count of visible members and, last,
+        # the person's.
+        sums, counts = tags_and_visible @ table.counting
         present = counts[..., num_joints] > 0  # (N, M)
         inverse_counts = counts.clamp(min=1).reciprocal_()
+        means = sums.mul_(inverse_counts)
         # The group-to-instance term (m_n - m_ng)^2 is spread evenly over the group's members.
-        pull_weight = visible_weight * inverse_counts[..., :num_joints]
-        to_group_weight = to_group_scale * pull_weight
+        group_weight = visible_weight * inverse_counts[..., :num_joints]
+        instance_weight = visible_weight * inverse_counts[..., num_joints:]
+        level_weights = group_weight[..., None, :] * table.level_scales  # (N, M, 2, K)
+        to_group_weight, to_instance_weight = level_weights[..., 0, :], level_weights[..., 1, :]
         if focal_pull:
             for start, stop in table.focal_ranges:
                 outliers = tukey_outliers(gathered[..., start:stop], visible[..., start:stop],
-                                          focal_fence, table.quartile_positions)
+                                          focal_fence, table.quartile_positions,
+                                          counts[..., start].long())
                 # Multiplies the outliers' keypoint-to-group weights by focal_weight.
                 focal = to_group_weight[..., start:stop]
                 focal.addcmul_(focal, outliers, value=focal_weight - 1)
         spread_weight = None
         if weights[0]:  # keypoint-to-instance: plain AE's pull (times K, over K), times w_o
-            spread_weight = weights[0] * visible_weight * inverse_counts[..., num_joints:]
+            spread_weight = weights[0] * instance_weight
         people = present.sum(dim=1, dtype=flat.dtype).clamp_(min=1)
     pull, instance_mean = _HierarchicalPull.apply(
-        gathered, visible_weight, inverse_counts, counting, to_group_weight,
-        to_instance_scale * pull_weight, spread_weight, people)
+        gathered, means, table.counting[:, :num_joints], to_group_weight, to_instance_weight,
+        spread_weight, group_weight, instance_weight, people)
     return instance_push(instance_mean, present, loss_type), pull
 
 
