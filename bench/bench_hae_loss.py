@@ -12,9 +12,9 @@ hundred is needed for the ratio to settle (with 20 steps it moved by +-0.1 betwe
 Prints both times and the ratio (target: HAE below 1.5x AE). Also prints the step of the whole
 loss the trainer runs (the masked heatmap loss of both stages plus the tag loss), where the tag
 loss is a smaller share, and the tag-loss step with focal pulling off, which separates the
-hierarchy's cost from that of the Tukey fences. Exits 1 if the loss with
-all groups singletons and weights (1, 0, 0) does not equal plain AE (a sanity check that both
-losses read the same tags).
+hierarchy's cost from that of the Tukey fences. Exits 1 if the loss with all groups singletons
+and weights (1, 0, 0) does not equal plain AE (a sanity check that both losses read the same
+tags).
 """
 
 from __future__ import annotations
