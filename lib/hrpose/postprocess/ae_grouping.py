@@ -535,10 +535,9 @@ def group_keypoints(heatmaps: torch.Tensor, tags: TagMaps, params: GroupingParam
     heatmaps (N, J, H, W) float (the aggregated, un-suppressed maps; any device); tags
     (N, J or 1, H, W), (N, J or 1, H, W, D) or D maps (N, J or 1, H, W) (``tag_components``).
     NMS, top-k and refine's per-pixel work run on the device; the heatmaps are copied to the CPU
-    once for adjust. Scores are taken after
-    adjust and before refine. Coordinates are in heatmap pixels (see bottomup.get_final_preds).
-    matcher(values, locations, tags, params, assignment) -> poses groups one image's candidates;
-    match_by_tag (the fixed joint order) when None.
+    once for adjust. Scores are taken after adjust and before refine. Coordinates are in heatmap
+    pixels (see bottomup.get_final_preds). matcher(values, locations, tags, params, assignment)
+    -> poses groups one image's candidates; match_by_tag (the fixed joint order) when None.
     """
     matcher = matcher or match_by_tag
     if heatmaps.shape[1] != params.num_joints:
