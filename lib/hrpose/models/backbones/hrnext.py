@@ -247,7 +247,8 @@ class HRNeXtBlock(nn.Module):
     """The HRNeXt block (the reference's HighResolutionContextBlock): x + s1 * dlp(x), then
     + s2 * mlp1(BN(x)), then + s3 * mlp2(BN(x)); the per-channel layer scales s start at 0.01 and
     one DropPath serves all three paths. With with_cp the block's activations are recomputed in
-    the backward pass instead of stored (gradient checkpointing), trading time for memory."""
+    the backward pass instead of stored (gradient checkpointing), trading time for memory; as in
+    the reference, the re-run forward updates the block's BatchNorm statistics a second time."""
 
     def __init__(self, dim: int, num_kernels: int, mlp_ratio: int = 4, drop_path: float = 0.0,
                  with_cp: bool = False) -> None:
