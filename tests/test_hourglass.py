@@ -66,7 +66,8 @@ def small_model(seed):
 # HourglassNet._make_residual(block, planes, blocks) reads self.inplanes and then sets it to
 # 2 x planes; the stem calls it as
 #   self.inplanes = 256 / 4 = 64
-#   layer1 = _make_residual(block, self.inplanes, 1) -> planes 64: Bottleneck(64, 64) + 64->128 proj.
+#   layer1 = _make_residual(block, self.inplanes, 1) -> planes 64: Bottleneck(64, 64) + 64->128
+#                                                       projection
 #   layer2 = _make_residual(block, self.inplanes, 1) -> planes 128 (layer1 set inplanes to 128):
 #                                                       Bottleneck(128, 128) + 128->256 projection
 #   layer3 = _make_residual(block, self.num_feats, 1) -> planes 128: Bottleneck(256, 128), no proj.
@@ -87,8 +88,9 @@ DARKPOSE_LEVEL_SIZES = {3: ((32, 24), (16, 12)), 2: ((16, 12), (8, 6)), 1: ((8, 
 
 
 def _darkpose_bn(prefix, channels):
-    return [(f"{prefix}.{name}", (channels,)) for name in
-            ("weight", "bias", "running_mean", "running_var")] + [(f"{prefix}.num_batches_tracked", ())]
+    stats = [(f"{prefix}.{name}", (channels,))
+             for name in ("weight", "bias", "running_mean", "running_var")]
+    return stats + [(f"{prefix}.num_batches_tracked", ())]
 
 
 def _darkpose_conv(prefix, out_channels, in_channels, kernel, size, grid):

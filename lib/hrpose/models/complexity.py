@@ -80,7 +80,8 @@ def _stat_adaptive_pool(module: nn.Module, x: Tensor, y: Tensor) -> int:
 
 
 def _stat_pool(module: nn.Module, x: Tensor, y: Tensor) -> int:
-    """Kernel taps per output element."""
+    """Kernel taps per output element (torchstat recomputes the output size from kernel, stride
+    and padding; the same wherever ceil_mode and dilation are off)."""
     kernel = module.kernel_size
     return (kernel * kernel if isinstance(kernel, int) else math.prod(kernel)) * y.numel()
 
@@ -97,7 +98,8 @@ def _stat_linear(module: nn.Linear, x: Tensor, y: Tensor) -> int:
     return x.shape[0] * x.shape[1] * y.shape[1]
 
 
-_TORCHSTAT_RULES: tuple[tuple[tuple[type, ...], Callable[[nn.Module, Tensor, Tensor], int]], ...] = (
+_StatRule = Callable[[nn.Module, Tensor, Tensor], int]
+_TORCHSTAT_RULES: tuple[tuple[tuple[type, ...], _StatRule], ...] = (
     ((nn.Conv2d, KernelAggregation), _stat_conv),
     ((nn.ConvTranspose2d,), _stat_conv_transpose),
     ((nn.BatchNorm2d,), _stat_batch_norm),
@@ -109,7 +111,7 @@ _TORCHSTAT_RULES: tuple[tuple[tuple[type, ...], Callable[[nn.Module, Tensor, Ten
 )
 
 
-def _torchstat_rule(module: nn.Module) -> Callable[[nn.Module, Tensor, Tensor], int] | None:
+def _torchstat_rule(module: nn.Module) -> _StatRule | None:
     for types, rule in _TORCHSTAT_RULES:
         if isinstance(module, types):
             return rule
