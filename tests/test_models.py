@@ -17,7 +17,9 @@ from hrpose.engine.checkpoint import CheckpointError, load_model_weights
 from hrpose.models import build_model
 from hrpose.models.backbones.hrnet import HighResolutionModule, HighResolutionNet, HRNetSpec
 from hrpose.models.blocks import BasicBlock
-from hrpose.models.complexity import hrnet_repo_gflops, measure_complexity, summarize
+from hrpose.models.backbones.hrnext import DynamicKernelConv
+from hrpose.models.complexity import (hrnet_repo_gflops, hrnext_gflops, measure_complexity,
+                                      summarize)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO_ROOT / "experiments"
@@ -436,6 +438,33 @@ def test_hrnet_convention_counts_transposed_convolutions_on_their_output_grid():
     assert complexity.macs == conv + deconv + linear
     assert hrnet_repo_gflops(complexity) * 2 ** 30 == pytest.approx(conv + 4 * deconv + linear)
     assert complexity.params == num_params(model)
+
+
+def test_hrnext_convention_counts_as_the_authors_torchstat():
+    """The rules of HRNeXt's tools/torchstat/compute_flops.py, worked by hand on a 6x4 input."""
+    body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Upsample(scale_factor=2),
+                         DynamicKernelConv(8, 4, kernel_size=1, num_kernels=3))
+    model = nn.Sequential()
+    model.add_module("body", body)
+    model.add_module("final_layer", nn.Conv2d(4, 2, 1))
+    complexity = measure_complexity(model, (6, 4))
+    expected = {
+        "body.0": 3 * 3 * 3 * 8 * 24 + 8 * 24,  # taps x in x out per position, plus the bias
+        "body.1": 2 * 8 * 24,  # BatchNorm: 2 per element
+        "body.2": 8 * 24,  # ReLU: 1 per element; GELU is not counted
+        "body.4": 8 * (6 + 1) * (4 + 1),  # adaptive pooling: (rows + 1) x (columns + 1)
+        "body.5": 8 * 2 * 2,  # upsampling: 1 per output element
+        "body.6.attention.avg_pool": 8 * (2 + 1) * (2 + 1),
+        "body.6.attention.conv1": 8 * 2,  # 8 -> 2 channels, no bias, on 1x1
+        "body.6.attention.norm": 2 * 2,
+        "body.6.attention.conv2": 2 * 3 + 3,  # 2 -> 3 kernel weights, with bias
+        "body.6.aggregation": 8 * 4 * 2 * 2,  # one sample's mixed 1x1 kernel; mixing uncounted
+        "final_layer": 4 * 2 * 2 * 2 + 2 * 2 * 2,  # 4 -> 2 with bias, on 2x2
+    }
+    assert dict(complexity.torchstat_calls) == expected
+    # The authors measured the backbone: the heatmap convolution is left out.
+    assert hrnext_gflops(complexity) * 2 ** 30 == sum(expected.values()) - expected["final_layer"]
 
 
 # --- training and experiment files --------------------------------------------------------------

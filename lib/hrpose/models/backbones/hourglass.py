@@ -4,7 +4,8 @@ The layout and the attribute names follow the widely used PyTorch port that DARK
 lib/models/hourglass.py is, so its checkpoints load strictly:
 
 - stem: conv1 (7x7, stride 2) -> bn1 -> ReLU -> layer1 -> maxpool (2x2) -> layer2 -> layer3,
-  from 3 channels to NUM_FEATURES at a quarter of the input resolution;
+  from 3 channels to NUM_FEATURES (F) at a quarter of the input resolution: conv1 to F/4, layer1
+  to F/2 and layer2 to F (each through a 1x1 projection), layer3 F to F;
 - NUM_STACKS stacks, stack i being hg.i (a 4-level hourglass) -> res.i -> fc.i (1x1 conv, BN,
   ReLU) -> score.i (1x1 conv to the joints); between stacks the features and the heatmaps are
   mapped back by fc_.i and score_.i and added to the stack's input;
@@ -118,7 +119,7 @@ class PoseHourglassNet(nn.Module):
     (N, num_joints, H/4, W/4) per stack, in order, the last being the final prediction.
 
     num_features is the width of the hourglasses (NUM_FEATURES; 256 in every published model);
-    the stem runs at a quarter and at half of it, as DARK's does.
+    the stem widens to it in three steps (F/4, F/2, F), as DARK's does.
     """
 
     def __init__(self, num_joints: int, num_features: int = 256, num_stacks: int = 4,
@@ -138,10 +139,12 @@ class PoseHourglassNet(nn.Module):
         self.conv1 = nn.Conv2d(3, stem_channels, kernel_size=7, stride=2, padding=3, bias=True)
         self.bn1 = nn.BatchNorm2d(stem_channels, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
+        # DarkPose sizes layer2 from its running input width, which layer1 has just doubled:
+        # layer2 projects 2 x stem to 4 x stem (= NUM_FEATURES), layer3 keeps NUM_FEATURES.
         self.layer1 = residual_sequence(stem_channels, stem_channels, 1)
         self.maxpool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.layer2 = residual_sequence(stem_channels * expansion, stem_channels, 1)
-        self.layer3 = residual_sequence(stem_channels * expansion, planes, 1)
+        self.layer2 = residual_sequence(stem_channels * expansion, stem_channels * expansion, 1)
+        self.layer3 = residual_sequence(stem_channels * expansion ** 2, planes, 1)
 
         channels = planes * expansion
         self.hg = nn.ModuleList(Hourglass(planes, num_blocks) for _ in range(num_stacks))

@@ -56,13 +56,15 @@ class KernelAttention(nn.Module):
     def __init__(self, channels: int, num_kernels: int) -> None:
         super().__init__()
         hidden = max(channels // ATTENTION_REDUCTION, 1)
+        # A module rather than F.adaptive_avg_pool2d: the reference's FLOP tool counts it.
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.conv1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=False)
         self.norm = _bn(hidden)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(hidden, num_kernels, kernel_size=1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        squeezed = self.conv1(F.adaptive_avg_pool2d(x, 1))
+        squeezed = self.conv1(self.avg_pool(x))
         if self.training and x.shape[0] == 1:
             # One pooled value per channel has no batch statistics (BatchNorm raises, and the
             # reference fails on a training batch of one, e.g. the last of an epoch): normalise
@@ -245,7 +247,8 @@ class HRNeXtBlock(nn.Module):
     """The HRNeXt block (the reference's HighResolutionContextBlock): x + s1 * dlp(x), then
     + s2 * mlp1(BN(x)), then + s3 * mlp2(BN(x)); the per-channel layer scales s start at 0.01 and
     one DropPath serves all three paths. With with_cp the block's activations are recomputed in
-    the backward pass instead of stored (gradient checkpointing), trading time for memory."""
+    the backward pass instead of stored (gradient checkpointing), trading time for memory; as in
+    the reference, the re-run forward updates the block's BatchNorm statistics a second time."""
 
     def __init__(self, dim: int, num_kernels: int, mlp_ratio: int = 4, drop_path: float = 0.0,
                  with_cp: bool = False) -> None:
@@ -330,15 +333,19 @@ class HRNeXtModule(nn.Module):
         self.act = nn.GELU()
 
     def _fuse_to(self, i: int) -> nn.ModuleList:
-        """fuse_layers[i][j] brings branch j to the width of output i (and, for j < i, to its
-        resolution; coarser branches are resized bilinearly in forward)."""
+        """fuse_layers[i][j] brings branch j to the width and resolution of output i: a coarser
+        branch by 1x1 conv, BN and bilinear upsampling by 2^(j-i) (forward then resizes the
+        result to output i's size where an odd size made them differ), a finer one by strided
+        depthwise-separable steps."""
         channels = self.channels
         layers = nn.ModuleList()
         for j in range(self.num_branches):
             if j > i:
                 layers.append(nn.Sequential(nn.Conv2d(channels[j], channels[i], kernel_size=1,
                                                       bias=False),
-                                            _bn(channels[i])))
+                                            _bn(channels[i]),
+                                            nn.Upsample(scale_factor=2 ** (j - i), mode="bilinear",
+                                                        align_corners=False)))
             elif j == i:
                 # Stateless, so the indices j and with them the checkpoint keys stay as they are.
                 layers.append(nn.Identity())
@@ -356,17 +363,17 @@ class HRNeXtModule(nn.Module):
         outputs = []
         for i, to_output in enumerate(self.fuse_layers):
             size = x[i].shape[-2:]
-            fused = x[i]
+            fused = None
+            # Summed from branch 0 up, in the reference's order.
             for j, (layer, features) in enumerate(zip(to_output, x, strict=True)):
-                if j == i:
-                    continue
-                features = layer(features)
-                if j > i:
-                    # Straight to the finer branch's size: the reference's 2^(j-i) bilinear
-                    # upsampling wherever the sizes divide exactly, and any input size works.
+                if j != i:
+                    features = layer(features)
+                if j > i and features.shape[-2:] != size:
+                    # Where a size was odd, 2^(j-i) x the coarse size overshoots: the reference
+                    # then resizes the upsampled map (two interpolations, not one).
                     features = F.interpolate(features, size=size, mode="bilinear",
                                              align_corners=False)
-                fused = fused + features
+                fused = features if fused is None else fused + features
             outputs.append(self.act(fused))
         return outputs
 
