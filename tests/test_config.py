@@ -224,3 +224,9 @@ def test_tool_reports_one_line(repo_root, tmp_path, tool, overrides, fragments):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def test_misspelt_extra_key_stays_unknown_when_the_name_changes(tmp_path):
+    path = write_yaml(tmp_path, "MODEL:\n  NAME: pose_hrnet\n  EXTRA:\n    STAGE22: {}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'MODEL.EXTRA.STAGE22'"):
+        load_config(path, ["MODEL.NAME", "pose_resnet"])

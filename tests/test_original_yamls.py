@@ -369,3 +369,18 @@ def test_tools_read_an_original_file(repo_root, tmp_path, tool):
     assert "MODEL.TARGET_TYPE" in lines[0] and "DATASET.DATA_FORMAT" in lines[0]
     assert lines[-1].startswith("error: ") and "config key" not in lines[-1]
     assert str(tmp_path) in lines[-1]  # the missing file is one under this run's folders
+
+
+def test_fp16_block_of_the_640_experiments_is_ignored(repo_root, tmp_path, caplog):
+    # HigherHRNet's 640 experiments add this block (experiments/coco/higher_hrnet/
+    # w32_640_adam_lr1e-3.yaml); hrpose's mixed precision is TRAIN.AMP.
+    text = (repo_root / FIXTURES / "HigherHRNet/experiments/coco/higher_hrnet/"
+                                   "w32_512_adam_lr1e-3.yaml").read_text()
+    path = tmp_path / "w32_640.yaml"
+    path.write_text(text.replace("PRINT_FREQ: 100\n",
+                                 "PRINT_FREQ: 100\nFP16:\n  ENABLED: True\n"
+                                 "  DYNAMIC_LOSS_SCALE: True\n"))
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(str(path))
+    assert "FP16.ENABLED, FP16.DYNAMIC_LOSS_SCALE" in caplog.records[0].getMessage()
+    assert cfg.TRAIN.AMP == "auto"

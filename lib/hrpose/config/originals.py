@@ -265,18 +265,19 @@ def is_bottom_up_original_file(values: dict) -> bool:
     return any(_has(values, full_key) for full_key in BOTTOM_UP_ORIGINAL_KEYS)
 
 
-def _convert_regression_file(values: dict, source: str, ignored: list[str]) -> None:
+def _convert_regression_file(values: dict, source: str, ignored: list[str],
+                             whole_file: bool) -> None:
     """The regression repository's centre joint and offsets are what hrpose's regression models
-    always have; its MODEL.NAME names the trunk."""
+    always have; its MODEL.NAME names the trunk (pose_hrnet when a file gives none)."""
     for full_key in ("DATASET.WITH_CENTER", "DATASET.OFFSET_REG"):
         value = _pop(values, full_key) if _has(values, full_key) else True
         if value is not True:
             raise _refuse(full_key, source, value,
                           "hrpose's regression models always predict a centre and offsets "
                           "(true)")
-    name = _get(values, "MODEL.NAME")
+    name = _get(values, "MODEL.NAME", "pose_hrnet" if whole_file else None)
     if name in REGRESSION_MODEL_NAMES:
-        values["MODEL"]["NAME"] = REGRESSION_MODEL_NAMES[name]
+        _set(values, "MODEL.NAME", REGRESSION_MODEL_NAMES[name])
     deconvs = _get(values, "MODEL.EXTRA.DECONV.NUM_DECONVS")
     if _get(values, "MODEL.NAME") == "pose_hrnet_regression" and deconvs is not None:
         if deconvs != 0:
@@ -326,7 +327,7 @@ def translate_original_keys(values: dict, source: str, num_stages: int, whole_fi
     if regression is None:
         regression = is_regression_file(values)
     if regression:
-        _convert_regression_file(values, source, ignored)
+        _convert_regression_file(values, source, ignored, whole_file)
     else:
         _convert_center_keys(values, source, ignored)
     _apply_table(values, source, ignored)

@@ -261,21 +261,33 @@ def _check_finite(value, full_key: str, source: str) -> None:
                           f"finite numbers (no inf or nan)")
 
 
+def _foreign_extra_message(full_key: str, source: str, file_model: str, model_name: str) -> str:
+    """Why a file's MODEL.EXTRA key is unknown: it is one of the file's model, not the run's."""
+    try:
+        _lookup(get_model_extra(file_model), full_key[len("MODEL.EXTRA."):])
+    except KeyError:
+        return ""
+    return (f"config key '{full_key}' {source} belongs to the MODEL.EXTRA block of "
+            f"{file_model!r} (the file's model), but MODEL.NAME is {model_name!r} "
+            f"{COMMAND_LINE_SOURCE}, whose EXTRA has no such key; use a config file written for "
+            f"{model_name!r}")
+
+
 def _merge_dict(node: CN, values: dict, prefix: str, source: str, provenance: dict,
-                foreign_extra: str = "") -> None:
-    """Merge values into node. foreign_extra explains an unknown MODEL.EXTRA key when the values
-    were written for another model than the one the run builds."""
+                models: tuple[str, str] | None = None) -> None:
+    """Merge values into node. models: (the model the values' MODEL.EXTRA was written for, the
+    model the command line chose instead), when they differ."""
     if not isinstance(values, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.')}' {source} must be a mapping of "
                           f"sub-keys, got {values!r}")
     for key, value in values.items():
         full_key = prefix + str(key)
         if key not in node:
-            if foreign_extra and full_key.startswith("MODEL.EXTRA."):
-                raise ConfigError(f"config key '{full_key}' {source} {foreign_extra}")
-            raise ConfigError(_unknown_key_message(full_key, node, source))
+            foreign = (_foreign_extra_message(full_key, source, *models)
+                       if models and full_key.startswith("MODEL.EXTRA.") else "")
+            raise ConfigError(foreign or _unknown_key_message(full_key, node, source))
         if isinstance(node[key], CN):
-            _merge_dict(node[key], value, full_key + ".", source, provenance, foreign_extra)
+            _merge_dict(node[key], value, full_key + ".", source, provenance, models)
         else:
             _check_finite(value, full_key, source)
             node[key] = _coerce(value, node[key], full_key, source)
@@ -511,10 +523,9 @@ def _translate(file_values: dict, opts_values: dict, file_source: str) -> tuple[
     """Both dicts in hrpose's keys; one warning names the originals' keys that were dropped."""
     num_stages = _stage_count(opts_values, file_values)
     file_values, file_ignored = translate_original_keys(file_values, file_source, num_stages)
-    model = file_values.get("MODEL")
-    file_model = model.get("NAME") if isinstance(model, dict) else None
     opts_values, opts_ignored = translate_original_keys(
-        opts_values, COMMAND_LINE_SOURCE, num_stages, whole_file=False, regression=is_regression(file_model or ""))
+        opts_values, COMMAND_LINE_SOURCE, num_stages, whole_file=False,
+        regression=is_regression(_file_model(file_values)))
     if file_ignored or opts_ignored:
         where = ([f"{file_source}: {', '.join(file_ignored)}"] if file_ignored else []) + (
             [f"{COMMAND_LINE_SOURCE}: {', '.join(opts_ignored)}"] if opts_ignored else [])
@@ -524,16 +535,11 @@ def _translate(file_values: dict, opts_values: dict, file_source: str) -> tuple[
     return file_values, opts_values
 
 
-def _foreign_extra_note(file_values: dict, model_name: str, name_source: str) -> str:
-    """Why a file's MODEL.EXTRA key is unknown when the command line changed MODEL.NAME."""
+def _file_model(file_values: dict) -> str:
+    """The model a file was written for: its MODEL.NAME, else the defaults'."""
     model = file_values.get("MODEL")
-    file_model = model.get("NAME") if isinstance(model, dict) else None
-    file_model = file_model or get_default_config().MODEL.NAME
-    if name_source != COMMAND_LINE_SOURCE or file_model == model_name:
-        return ""
-    return (f"belongs to the MODEL.EXTRA block of {file_model!r} (the file's model), but "
-            f"MODEL.NAME is {model_name!r} {COMMAND_LINE_SOURCE}, whose EXTRA has no such key; "
-            f"use a config file written for {model_name!r}")
+    name = model.get("NAME") if isinstance(model, dict) else None
+    return name or get_default_config().MODEL.NAME
 
 
 def update_config(cfg: CN, args: argparse.Namespace) -> CN:
@@ -560,8 +566,10 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
     cfg.MODEL.EXTRA = get_model_extra(model_name)
 
     provenance: dict[str, str] = {}
-    _merge_dict(cfg, file_values, "", file_source, provenance,
-                _foreign_extra_note(file_values, model_name, name_source))
+    file_model = _file_model(file_values)
+    models = ((file_model, model_name) if name_source == COMMAND_LINE_SOURCE
+              and file_model != model_name else None)
+    _merge_dict(cfg, file_values, "", file_source, provenance, models)
     _merge_dict(cfg, opts_values, "", COMMAND_LINE_SOURCE, provenance)
     validate_config(cfg, provenance)
     _prefix_data_dir(cfg)
