@@ -307,8 +307,9 @@ def translate_original_keys(values: dict, source: str, num_stages: int, whole_fi
     Returns the translated copy and the original keys it dropped as without effect. num_stages
     is the stage count a scalar DATASET.SIGMA is spread over when the dict has no OUTPUT_SIZE.
     whole_file adds what a file's repository always does and hrpose makes a key of (DarkPose's
-    DARK pipeline; the bottom-up originals' RGB images) when the dict is such a file; single
-    command-line overrides get only the key-by-key conversions. regression says whether the run
+    DARK pipeline; the bottom-up originals' RGB images) when the dict is such a file, and reads
+    HigherHRNet's flip probability; single command-line overrides get only the key-by-key
+    conversions. regression says whether the run
     is a regression repository's (default: whether the dict is one of its files), whose model
     names and centre keys differ. Raises OriginalKeyError for a value hrpose does not implement.
     """
@@ -331,7 +332,9 @@ def translate_original_keys(values: dict, source: str, num_stages: int, whole_fi
     else:
         _convert_center_keys(values, source, ignored)
     _apply_table(values, source, ignored)
-    _convert_flip(values, source)
+    if whole_file:
+        # A flip probability on the command line is refused as a non-boolean.
+        _convert_flip(values, source)
     _convert_per_stage_scalars(values, num_stages)
     _convert_datasets(values, source, ignored)
     _convert_num_joints(values, source)
