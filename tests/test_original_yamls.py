@@ -1,4 +1,4 @@
-"""The original repositories' experiment files and default trees load unchanged and give our runs."""
+"""The originals' experiment files and default trees load unchanged and give our runs."""
 
 import logging
 import subprocess
