@@ -3,11 +3,11 @@
 import argparse
 import subprocess
 import sys
-import time
 
 import pytest
 
 from hrpose.config import ConfigError, get_default_config, load_config, update_config
+from hrpose.engine.cli import add_config_arguments, config_from_args
 
 
 def write_yaml(tmp_path, text, name="exp.yaml"):
@@ -115,8 +115,7 @@ def test_every_experiment_file_loads(repo_root):
         load_config(str(path))
 
 
-def test_train_tool_rejects_bad_key_fast(repo_root):
-    started = time.monotonic()
+def test_train_tool_rejects_bad_key(repo_root):
     result = subprocess.run(
         [sys.executable, str(repo_root / "tools" / "train.py"), "--cfg",
          str(repo_root / "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"),
@@ -125,7 +124,6 @@ def test_train_tool_rejects_bad_key_fast(repo_root):
     assert result.returncode != 0
     assert "TRAIN.NOT_A_KEY" in result.stderr
     assert "Traceback" not in result.stderr
-    assert time.monotonic() - started < 30
 
 
 def test_tuple_written_as_in_the_original_yamls(tmp_path):
@@ -140,3 +138,92 @@ def test_image_and_heatmap_sizes_must_fit_the_model():
         load_config("", ["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE", "[12, 16]"])
     with pytest.raises(ConfigError, match=r"IMAGE_SIZE / 4 = \[64, 64\]"):
         load_config("", ["MODEL.IMAGE_SIZE", "[256, 256]", "MODEL.HEATMAP_SIZE", "[32, 32]"])
+
+
+@pytest.mark.parametrize("text, value", [
+    ("TRAIN:\n  LR: 1.0e+999\n", "inf"),
+    ("MODEL:\n  SIGMA: .inf\n", "inf"),
+    ("TRAIN:\n  WD: .nan\n", "nan"),
+    ("DATASET:\n  SIGMA: [2.0, -.inf]\n", "-inf"),
+])
+def test_non_finite_yaml_value_is_refused(tmp_path, text, value):
+    path = write_yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    key = text.replace(":\n  ", ".").split(":")[0]
+    for fragment in (f"'{key}'", "exp.yaml", value, "finite"):
+        assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("opts", [["TRAIN.LR", "1e999"], ["MODEL.SIGMA", "1e999"],
+                                  ["TEST.SCALE_FACTOR", "[1, 1e999]"]])
+def test_non_finite_override_is_refused(opts):
+    with pytest.raises(ConfigError) as error:
+        load_config("", opts)
+    for fragment in (f"'{opts[0]}'", "on the command line", "inf", "finite"):
+        assert fragment in str(error.value)
+
+
+def parse_tool_arguments(argv):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_folder_options_after_the_overrides_are_options(tmp_path):
+    cfg = parse_tool_arguments(["--cfg", write_yaml(tmp_path, ""), "TRAIN.LR", "0.01",
+                                "--modelDir", "/runs/out", "--logDir=/runs/log", "WORKERS", "0",
+                                "--dataDir", "/mnt/data"])
+    assert (cfg.OUTPUT_DIR, cfg.LOG_DIR, cfg.DATA_DIR) == ("/runs/out", "/runs/log", "/mnt/data")
+    assert cfg.TRAIN.LR == pytest.approx(0.01) and cfg.WORKERS == 0
+
+
+@pytest.mark.parametrize("tokens, dangling", [
+    (["TRAIN.LR", "--modelDir", "out"], "TRAIN.LR"),
+    (["TRAIN.LR", "TEST.FLIP_TEST", "False"], "TRAIN.LR"),
+    (["WORKERS", "0", "TRAIN.LR", "--logDir", "log", "TEST.FLIP_TEST", "False"], "TRAIN.LR"),
+    (["WORKERS", "0", "TRAIN.LR"], "TRAIN.LR"),
+])
+def test_odd_override_count_names_the_dangling_key(tmp_path, tokens, dangling):
+    with pytest.raises(ConfigError) as error:
+        parse_tool_arguments(["--cfg", write_yaml(tmp_path, "")] + tokens)
+    assert f"'{dangling}' has no value" in str(error.value)
+
+
+def test_folder_option_without_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="--dataDir"):
+        parse_tool_arguments(["--cfg", write_yaml(tmp_path, ""), "WORKERS", "0", "--dataDir"])
+
+
+def test_extra_of_the_files_model_is_explained_when_the_name_changes(tmp_path):
+    path = write_yaml(tmp_path, "MODEL:\n  NAME: pose_hrnet\n  EXTRA:\n    STAGE2:\n"
+                                "      NUM_MODULES: 1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["MODEL.NAME", "pose_resnet"])
+    for fragment in ("'MODEL.EXTRA.STAGE2'", "exp.yaml", "'pose_hrnet'", "'pose_resnet'",
+                     "on the command line"):
+        assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("tool, overrides, fragments", [
+    ("train.py", ["MODEL.SIGMA", "1e999"], ["'MODEL.SIGMA'", "inf", "on the command line"]),
+    ("valid.py", ["TRAIN.LR", "--modelDir", "OUT"], ["'TRAIN.LR' has no value"]),
+    ("train.py", ["MODEL.NAME", "pose_resnet"],
+     ["'MODEL.EXTRA.PRETRAINED_LAYERS'", "'pose_hrnet'", "'pose_resnet'"]),
+])
+def test_tool_reports_one_line(repo_root, tmp_path, tool, overrides, fragments):
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "tools" / tool), "--cfg",
+         str(repo_root / "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml")] + overrides,
+        capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_misspelt_extra_key_stays_unknown_when_the_name_changes(tmp_path):
+    path = write_yaml(tmp_path, "MODEL:\n  NAME: pose_hrnet\n  EXTRA:\n    STAGE22: {}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'MODEL.EXTRA.STAGE22'"):
+        load_config(path, ["MODEL.NAME", "pose_resnet"])

@@ -102,7 +102,7 @@ _C.DATASET.TEST_ROOT = ""
 _C.DATASET.SELECT_DATA = False
 # Horizontal-flip augmentation on or off, in both paradigms. A flip, when on, happens with
 # probability 0.5: HRNet's fixed draw, and the FLIP 0.5 of every HigherHRNet experiment (which
-# wrote the probability itself; write true for it here).
+# wrote the probability itself; a file's 0.5 reads as true, 0 as false).
 _C.DATASET.FLIP = True
 _C.DATASET.SCALE_FACTOR = 0.25
 _C.DATASET.ROT_FACTOR = 30.0

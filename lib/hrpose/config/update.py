@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import logging
+import math
 import os
+import re
 from typing import Any, Callable
 
 import yaml
@@ -14,6 +17,9 @@ from yacs.config import CfgNode as CN
 from .default import get_default_config
 from ..errors import HrposeError
 from .model_extras import MODEL_EXTRAS, get_model_extra, is_bottom_up, is_regression
+from .originals import ORIGINAL_KEYS, OriginalKeyError, translate_original_keys
+
+logger = logging.getLogger(__name__)
 
 DEFAULTS_SOURCE = "in the defaults"
 COMMAND_LINE_SOURCE = "on the command line"
@@ -202,7 +208,10 @@ def _lookup(node: CN, full_key: str):
 
 def _unknown_key_message(full_key: str, node: CN, source: str) -> str:
     parent, _, leaf = full_key.rpartition(".")
-    close = difflib.get_close_matches(leaf, list(node.keys()), n=3)
+    # The originals' keys of the same section are candidates too (a misspelt DATA_FORMAT).
+    original_keys = [key.rpartition(".")[2] for key in ORIGINAL_KEYS
+                     if key.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(leaf, list(node.keys()) + original_keys, n=3)
     hint = f"; did you mean {', '.join(repr(c if not parent else parent + '.' + c) for c in close)}?" if close else ""
     return f"unknown config key '{full_key}' {source}{hint}"
 
@@ -237,17 +246,50 @@ def _coerce(value, default, full_key: str, source: str):
                       f"(default {default!r}), got {value!r} of type {type(value).__name__}")
 
 
-def _merge_dict(node: CN, values: dict, prefix: str, source: str, provenance: dict) -> None:
+def _is_finite(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_is_finite(v) for v in value)
+    return True
+
+
+def _check_finite(value, full_key: str, source: str) -> None:
+    # inf and nan pass every ordering check (nan compares False), so they are refused up front.
+    if not _is_finite(value):
+        raise ConfigError(f"config key '{full_key}' {source} has value {value!r}; expected "
+                          f"finite numbers (no inf or nan)")
+
+
+def _foreign_extra_message(full_key: str, source: str, file_model: str, model_name: str) -> str:
+    """Why a file's MODEL.EXTRA key is unknown: it is one of the file's model, not the run's."""
+    try:
+        _lookup(get_model_extra(file_model), full_key[len("MODEL.EXTRA."):])
+    except KeyError:
+        return ""
+    return (f"config key '{full_key}' {source} belongs to the MODEL.EXTRA block of "
+            f"{file_model!r} (the file's model), but MODEL.NAME is {model_name!r} "
+            f"{COMMAND_LINE_SOURCE}, whose EXTRA has no such key; use a config file written for "
+            f"{model_name!r}")
+
+
+def _merge_dict(node: CN, values: dict, prefix: str, source: str, provenance: dict,
+                models: tuple[str, str] | None = None) -> None:
+    """Merge values into node. models: (the model the values' MODEL.EXTRA was written for, the
+    model the command line chose instead), when they differ."""
     if not isinstance(values, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.')}' {source} must be a mapping of "
                           f"sub-keys, got {values!r}")
     for key, value in values.items():
         full_key = prefix + str(key)
         if key not in node:
-            raise ConfigError(_unknown_key_message(full_key, node, source))
+            foreign = (_foreign_extra_message(full_key, source, *models)
+                       if models and full_key.startswith("MODEL.EXTRA.") else "")
+            raise ConfigError(foreign or _unknown_key_message(full_key, node, source))
         if isinstance(node[key], CN):
-            _merge_dict(node[key], value, full_key + ".", source, provenance)
+            _merge_dict(node[key], value, full_key + ".", source, provenance, models)
         else:
+            _check_finite(value, full_key, source)
             node[key] = _coerce(value, node[key], full_key, source)
             provenance[full_key] = source
 
@@ -260,10 +302,22 @@ def _decode_command_line_value(text: str):
         return text
 
 
+# A config key as written on the command line: upper-case dotted names, e.g. TEST.FLIP_TEST.
+CONFIG_KEY_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*")
+
+
+def _dangling_key(opts: list[str]) -> str:
+    """The key without a value in an odd list: the first key whose value slot holds a key."""
+    for index in range(0, len(opts) - 1, 2):
+        if CONFIG_KEY_PATTERN.fullmatch(opts[index + 1]):
+            return opts[index]
+    return opts[-1]
+
+
 def _opts_to_dict(opts: list[str]) -> dict:
     if len(opts) % 2:
         raise ConfigError(f"overrides {COMMAND_LINE_SOURCE} must be KEY VALUE pairs; "
-                          f"'{opts[-1]}' has no value")
+                          f"'{_dangling_key(opts)}' has no value")
     nested: dict = {}
     for full_key, text in zip(opts[0::2], opts[1::2]):
         parts = full_key.split(".")
@@ -452,17 +506,58 @@ def _prefix_data_dir(cfg: CN) -> None:
             cfg[section][leaf] = os.path.join(cfg.DATA_DIR, path)
 
 
+def _stage_count(*sources: dict) -> int:
+    """Stages a scalar DATASET.SIGMA of an original's file spreads over: the OUTPUT_SIZE of the
+    first source that gives one (a list or a scalar), else the defaults'."""
+    for values in sources:
+        dataset = values.get("DATASET")
+        output_size = dataset.get("OUTPUT_SIZE") if isinstance(dataset, dict) else None
+        if isinstance(output_size, (list, tuple)):
+            return len(output_size)
+        if output_size is not None:
+            return 1
+    return len(get_default_config().DATASET.OUTPUT_SIZE)
+
+
+def _translate(file_values: dict, opts_values: dict, file_source: str) -> tuple[dict, dict]:
+    """Both dicts in hrpose's keys; one warning names the originals' keys that were dropped."""
+    num_stages = _stage_count(opts_values, file_values)
+    file_values, file_ignored = translate_original_keys(file_values, file_source, num_stages)
+    opts_values, opts_ignored = translate_original_keys(
+        opts_values, COMMAND_LINE_SOURCE, num_stages, whole_file=False,
+        regression=is_regression(_file_model(file_values)))
+    if file_ignored or opts_ignored:
+        where = ([f"{file_source}: {', '.join(file_ignored)}"] if file_ignored else []) + (
+            [f"{COMMAND_LINE_SOURCE}: {', '.join(opts_ignored)}"] if opts_ignored else [])
+        logger.warning("ignoring keys of the original repositories that have no effect in "
+                       "hrpose (see README, 'Using the originals' YAML files') %s",
+                       "; ".join(where))
+    return file_values, opts_values
+
+
+def _file_model(file_values: dict) -> str:
+    """The model a file was written for: its MODEL.NAME, else the defaults'."""
+    model = file_values.get("MODEL")
+    name = model.get("NAME") if isinstance(model, dict) else None
+    return name or get_default_config().MODEL.NAME
+
+
 def update_config(cfg: CN, args: argparse.Namespace) -> CN:
     """Merge ``args.cfg`` (YAML) then ``args.opts`` (KEY VALUE list) into cfg, check it, freeze it.
 
-    Mirrors the originals' update_config; unlike them, an unknown key, a wrong type or a value
-    outside its allowed set stops here with a message naming the key and its source.
+    Mirrors the originals' update_config, and reads their experiment files (config/originals.py);
+    unlike them, an unknown key, a wrong type or a value outside its allowed set stops here with
+    a message naming the key and its source.
     """
     cfg.defrost()
     cfg_path = getattr(args, "cfg", "") or ""
     file_source = f"in config file '{cfg_path}'"
     file_values = load_yaml(cfg_path) if cfg_path else {}
     opts_values = _opts_to_dict(list(getattr(args, "opts", None) or []))
+    try:
+        file_values, opts_values = _translate(file_values, opts_values, file_source)
+    except OriginalKeyError as error:
+        raise ConfigError(str(error)) from None
 
     model_name, name_source = _requested_model_name(cfg, file_values, opts_values, file_source)
     if model_name not in MODEL_EXTRAS:
@@ -471,7 +566,10 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
     cfg.MODEL.EXTRA = get_model_extra(model_name)
 
     provenance: dict[str, str] = {}
-    _merge_dict(cfg, file_values, "", file_source, provenance)
+    file_model = _file_model(file_values)
+    models = ((file_model, model_name) if name_source == COMMAND_LINE_SOURCE
+              and file_model != model_name else None)
+    _merge_dict(cfg, file_values, "", file_source, provenance, models)
     _merge_dict(cfg, opts_values, "", COMMAND_LINE_SOURCE, provenance)
     validate_config(cfg, provenance)
     _prefix_data_dir(cfg)

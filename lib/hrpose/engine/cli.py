@@ -7,9 +7,14 @@ import logging
 import sys
 from typing import Callable
 
-from ..config import get_default_config, update_config
+from ..config import ConfigError, get_default_config, update_config
+from ..config.update import COMMAND_LINE_SOURCE
 from ..errors import HrposeError
 from ..utils.allocator import reuse_freed_memory
+
+
+# The originals' folder options and the config keys they set.
+FOLDER_OPTIONS = {"--modelDir": "OUTPUT_DIR", "--logDir": "LOG_DIR", "--dataDir": "DATA_DIR"}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,16 +24,43 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logDir", default="", help="overrides LOG_DIR")
     parser.add_argument("--dataDir", default="", help="overrides DATA_DIR")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="config overrides as KEY VALUE pairs, e.g. TEST.MODEL_FILE m.pth")
+                        help="config overrides as KEY VALUE pairs, e.g. TEST.MODEL_FILE m.pth; "
+                             "the folder options may also stand among them")
+
+
+def _split_folder_options(tokens: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The overrides without the folder options, and those options' values.
+
+    argparse.REMAINDER hands over everything after the first override, folder options
+    included, so they are picked out here wherever they stand (``--modelDir X`` or
+    ``--modelDir=X``).
+    """
+    overrides: list[str] = []
+    folders: dict[str, str] = {}
+    index = 0
+    while index < len(tokens):
+        option, has_value, value = tokens[index].partition("=")
+        if option in FOLDER_OPTIONS:
+            if not has_value:
+                if index + 1 >= len(tokens):
+                    raise ConfigError(f"option {option} {COMMAND_LINE_SOURCE} needs a folder")
+                index += 1
+                value = tokens[index]
+            folders[option] = value
+        else:
+            overrides.append(tokens[index])
+        index += 1
+    return overrides, folders
 
 
 def config_from_args(args: argparse.Namespace):
     """The frozen config: defaults, then --cfg, then the folder options and KEY VALUE overrides."""
-    opts = list(args.opts or [])
-    for flag, key in ((args.modelDir, "OUTPUT_DIR"), (args.logDir, "LOG_DIR"),
-                      (args.dataDir, "DATA_DIR")):
-        if flag:
-            opts += [key, repr(flag)]
+    opts, late_folders = _split_folder_options(list(args.opts or []))
+    folders = {"--modelDir": args.modelDir, "--logDir": args.logDir, "--dataDir": args.dataDir}
+    folders.update(late_folders)
+    for option, folder in folders.items():
+        if folder:
+            opts += [FOLDER_OPTIONS[option], repr(folder)]
     return update_config(get_default_config(), argparse.Namespace(cfg=args.cfg, opts=opts))
 
 
