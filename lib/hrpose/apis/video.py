@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..datasets.topdown import read_image
+from ..datasets.images import native_stderr_silenced, read_image
 from ..errors import DataError, DataFileNotFoundError
 from ..evaluation._atomic import atomic_write
 from ..evaluation.results import to_json_compatible
@@ -85,24 +85,6 @@ def frame_step(video_fps: float, inference_fps: float) -> int:
     if not (math.isfinite(video_fps) and video_fps > 0) or inference_fps <= 0:
         return 1
     return max(1, round(video_fps / inference_fps))
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hide what native libraries (FFmpeg) print on file descriptor 2 while probing a file."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class FrameSource:
@@ -185,7 +167,7 @@ class VideoSource(_CaptureSource):
                  max_frames: int | None = None):
         if not os.path.isfile(path):
             raise DataFileNotFoundError(f"video file not found: '{path}'")
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             capture = cv2.VideoCapture(path)
         if not capture.isOpened():
             raise DataError(f"cannot open video '{path}': OpenCV (FFmpeg) cannot decode it "
@@ -216,7 +198,7 @@ class CameraSource(_CaptureSource):
 
     def __init__(self, index: int, inference_fps: float = DEFAULT_INFERENCE_FPS,
                  max_frames: int | None = None):
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             capture = cv2.VideoCapture(index)
         if not capture.isOpened():
             raise DataError(f"cannot open camera {index} (no such device, or it is in use)")
