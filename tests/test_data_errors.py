@@ -88,6 +88,12 @@ def assert_one_error_line(result, *expected):
     return lines[0]
 
 
+def topdown_config(data, tmp_path, *opts):
+    return load_config(str(REPO_ROOT / TOPDOWN_CFG),
+                       ["DATASET.ROOT", str(data), "OUTPUT_DIR", str(tmp_path / "out"),
+                        *TOPDOWN_OPTS, *opts])
+
+
 def truncate_jpeg(path, keep=0.6):
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:int(len(data) * keep)])
@@ -104,16 +110,26 @@ def damage(path, kind):
         Path(path).write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG" * 8)
 
 
-@pytest.mark.parametrize("kind, workers", [("missing", 0), ("missing", 2), ("empty", 2),
-                                           ("corrupt", 2)])
-def test_unreadable_training_image_is_one_line_naming_it(data, tmp_path, kind, workers):
-    damage(data / FIRST_TRAIN_IMAGE, kind)
+UNREADABLE = {"missing": "image not found", "empty": "is an empty file (0 bytes)",
+              "corrupt": "cannot decode image"}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_missing_training_image_is_one_line_naming_it(data, tmp_path, workers):
+    damage(data / FIRST_TRAIN_IMAGE, "missing")
     result = run_tool("tools/train.py", TOPDOWN_CFG, data, tmp_path, "WORKERS", workers,
                       *TOPDOWN_OPTS)
-    expected = {"missing": "image not found", "empty": "is an empty file (0 bytes)",
-                "corrupt": "cannot decode image"}[kind]
-    line = assert_one_error_line(result, expected, str(data / FIRST_TRAIN_IMAGE))
+    line = assert_one_error_line(result, UNREADABLE["missing"], str(data / FIRST_TRAIN_IMAGE))
     assert "DataLoader worker" not in line
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_unreadable_image_error_names_the_file(data, tmp_path, kind):
+    damage(data / FIRST_TRAIN_IMAGE, kind)
+    dataset = build_topdown_dataset(topdown_config(data, tmp_path), is_train=True)
+    with pytest.raises(DataError, match=re.escape(UNREADABLE[kind])) as caught:
+        dataset[0]
+    assert str(data / FIRST_TRAIN_IMAGE) in str(caught.value)
 
 
 def test_unreadable_bottomup_image_is_one_line_with_workers(data, tmp_path):
@@ -179,15 +195,23 @@ ANNOTATION_PROBLEMS = {
 }
 
 
-@pytest.mark.parametrize("kind, workers", [("no-bbox", 0), ("keypoint-count", 2),
-                                           ("strings", 2)])
-def test_bad_annotation_is_one_line_naming_file_and_id(data, tmp_path, kind, workers):
+def test_bad_annotation_is_one_line_naming_file_and_id(data, tmp_path, topdown_checkpoint):
+    val_file = data / "annotations" / "person_keypoints_val.json"
+    edit_json(val_file, break_first_annotation("strings"))
+    first_id = json.loads(val_file.read_text())["annotations"][0]["id"]
+    result = run_tool("tools/valid.py", TOPDOWN_CFG, data, tmp_path, "WORKERS", 2,
+                      *TOPDOWN_OPTS, "TEST.MODEL_FILE", topdown_checkpoint)
+    assert_one_error_line(result, f"annotation file '{val_file}': annotation {first_id} of image",
+                          ANNOTATION_PROBLEMS["strings"])
+
+
+@pytest.mark.parametrize("kind", sorted(ANNOTATION_PROBLEMS))
+def test_topdown_dataset_checks_annotations_at_load_time(data, tmp_path, kind):
     edit_json(data / TRAIN_FILE, break_first_annotation(kind))
     first_id = json.loads((data / TRAIN_FILE).read_text())["annotations"][0]["id"]
-    result = run_tool("tools/train.py", TOPDOWN_CFG, data, tmp_path, "WORKERS", workers,
-                      *TOPDOWN_OPTS)
-    assert_one_error_line(result, str(data / TRAIN_FILE), f"annotation {first_id} of image",
-                          ANNOTATION_PROBLEMS[kind])
+    expected = f"'{data / TRAIN_FILE}': annotation {first_id} of image 1 "
+    with pytest.raises(DataError, match=re.escape(expected + ANNOTATION_PROBLEMS[kind])):
+        build_topdown_dataset(topdown_config(data, tmp_path), is_train=True)
 
 
 @pytest.mark.parametrize("kind", sorted(ANNOTATION_PROBLEMS))
@@ -212,12 +236,6 @@ def test_bad_mpii_entry_names_the_file_and_entry(tmp_path):
 
 
 # --- degenerate boxes --------------------------------------------------------------------------
-
-def topdown_config(data, tmp_path, *opts):
-    return load_config(str(REPO_ROOT / TOPDOWN_CFG),
-                       ["DATASET.ROOT", str(data), "OUTPUT_DIR", str(tmp_path / "out"),
-                        *TOPDOWN_OPTS, *opts])
-
 
 def test_degenerate_ground_truth_boxes_are_skipped_and_counted(data, tmp_path, caplog):
     intact = len(build_topdown_dataset(topdown_config(data, tmp_path), is_train=True))

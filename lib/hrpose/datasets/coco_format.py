@@ -80,8 +80,11 @@ def _finite_number(value) -> bool:
 
 def _numbers(values) -> bool:
     """Whether values is a list of finite int and float numbers (fast on long lists)."""
-    return (isinstance(values, list) and set(map(type, values)) <= {int, float}
-            and all(map(math.isfinite, values)))
+    if not isinstance(values, list):
+        return False
+    types = set(map(type, values))
+    # Integers are finite; COCO's keypoints are all integers.
+    return types <= {int} or (types <= {int, float} and all(map(math.isfinite, values)))
 
 
 def annotation_problem(annotation, num_keypoints: int) -> str | None:
