@@ -222,16 +222,19 @@ def test_bottomup_dataset_checks_annotations_at_load_time(data, kind):
                         output_sizes=[16])
 
 
-def test_bad_mpii_entry_names_the_file_and_entry(tmp_path):
+@pytest.mark.parametrize("change, problem", [
+    ({"joints": [["x", 1]] * 16}, "has joints that are not all numbers; expected (16, 2)"),
+    ({"joints": [[1, 1]] * 15}, "has joints of shape (15, 2); expected (16, 2) numbers "
+                                "(MODEL.NUM_JOINTS is 16)"),
+    ({"scale": 0}, "has scale 0; expected a positive number"),
+])
+def test_bad_mpii_entry_names_the_file_and_entry(tmp_path, change, problem):
     entry = {"image": "a.jpg", "center": [50, 60], "scale": 1.2,
              "joints": [[10, 10]] * 16, "joints_vis": [1] * 16}
-    bad = [dict(entry), {**entry, "joints": [["x", 1]] * 16}]
-    (tmp_path / "annot").mkdir()
-    (tmp_path / "annot" / "train.json").write_text(json.dumps(bad))
-    with pytest.raises(DataError, match=r"train.json': entry 1 has joints"):
-        mpii_records(str(tmp_path), "train", 16)
-    (tmp_path / "annot" / "train.json").write_text(json.dumps([{**entry, "scale": 0}]))
-    with pytest.raises(DataError, match="entry 0 has scale 0; expected a positive number"):
+    path = tmp_path / "annot" / "train.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps([entry, {**entry, **change}]))
+    with pytest.raises(DataError, match=re.escape(f"'{path}': entry 1 {problem}")):
         mpii_records(str(tmp_path), "train", 16)
 
 

@@ -31,6 +31,19 @@ def _numbers(value, shape: tuple[int, ...]) -> bool:
     return array.shape == shape and array.dtype.kind in "iuf" and bool(np.isfinite(array).all())
 
 
+def _shape_text(value) -> str:
+    """How an array-like value is not the expected numbers: its shape, or what is wrong."""
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        return "of uneven lengths"
+    if array.dtype.kind not in "iuf":
+        return "that are not all numbers"
+    if not np.isfinite(array).all():
+        return "with NaN or infinite values"
+    return f"of shape {array.shape}"
+
+
 def annotation_problem(annotation, num_joints: int, with_joints: bool) -> str | None:
     """What makes an MPII person entry unusable, or None if nothing."""
     if not isinstance(annotation, dict):
@@ -47,11 +60,12 @@ def annotation_problem(annotation, num_joints: int, with_joints: bool) -> str | 
         return (f"has scale {annotation.get('scale')!r}; expected a positive number (the "
                 f"person's height / 200)")
     if with_joints:
-        if not _numbers(annotation.get("joints"), (num_joints, 2)):
-            return (f"has joints of shape {np.shape(annotation.get('joints'))} or not numbers; "
-                    f"expected ({num_joints}, 2) numbers (MODEL.NUM_JOINTS is {num_joints})")
-        if not _numbers(annotation.get("joints_vis"), (num_joints,)):
-            return f"has joints_vis that are not {num_joints} numbers"
+        for key, shape in (("joints", (num_joints, 2)), ("joints_vis", (num_joints,))):
+            if key not in annotation:
+                return f"has no '{key}'"
+            if not _numbers(annotation[key], shape):
+                return (f"has {key} {_shape_text(annotation.get(key))}; expected {shape} "
+                        f"numbers (MODEL.NUM_JOINTS is {num_joints})")
     return None
 
 
