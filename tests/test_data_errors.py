@@ -347,6 +347,22 @@ def test_image_folder_demo_writes_the_good_frames_and_names_the_bad_one(
                         f"corrupt, or not an image format OpenCV reads"]
 
 
+def test_image_folder_without_a_readable_image_writes_no_pose_file(
+        data, tmp_path, topdown_checkpoint):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    (folder / "b.png").write_bytes(b"not a png")
+    cfg = topdown_config(data, tmp_path, "TEST.MODEL_FILE", str(topdown_checkpoint))
+    predictor = PosePredictor.from_config(cfg, str(topdown_checkpoint), "cpu",
+                                          box_source=DetectionFile(str(data / DETECTION_FILE)))
+    with pytest.raises(DataError, match=re.escape(
+            f"none of the 2 images could be read (first: image '{folder / 'a.jpg'}' is an "
+            f"empty file (0 bytes))")):
+        run_inference_demo(predictor, ImageSource(str(folder)), str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "frames_poses.json").exists()
+
+
 def test_image_folder_demo_tool_exits_2_after_writing(data, tmp_path, topdown_checkpoint):
     folder = image_folder_with_a_bad_image(data, tmp_path)
     out = tmp_path / "demo"
