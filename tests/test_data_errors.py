@@ -152,6 +152,17 @@ def test_worker_error_is_reduced_to_the_message_the_worker_raised():
     assert original_message(DataError("plain: message")) == "plain: message"
 
 
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
+def test_cut_off_image_is_one_error_and_nothing_from_opencv(tmp_path, capfd, suffix):
+    picture = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    encoded = cv2.imencode(suffix, picture)[1].tobytes()
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(encoded[:len(encoded) // 2])
+    with pytest.raises(DataError, match=re.escape(f"cannot decode image '{path}'")):
+        read_image(str(path), color_rgb=False)
+    assert capfd.readouterr().err == ""
+
+
 def test_truncated_jpeg_is_used_and_named_once(data, caplog):
     path = data / FIRST_TRAIN_IMAGE
     intact = cv2.imread(str(path))

@@ -42,6 +42,18 @@ def native_stderr_silenced():
         os.close(saved)
 
 
+@contextlib.contextmanager
+def opencv_log_silenced():
+    """Mute OpenCV's own log (its "[ERROR] ... imdecode_" lines for a corrupt file) meanwhile;
+    the caller reports the failure in one line of its own."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 def is_truncated_jpeg(data: np.ndarray) -> bool:
     """Whether the bytes of a file start as a JPEG but lack its end marker (a cut-off download or
     copy). Entropy-coded data never holds that marker, so its absence near the end is telling."""
@@ -76,7 +88,8 @@ def read_image(path: str, color_rgb: bool) -> np.ndarray:
     if is_truncated_jpeg(data):
         image = _read_truncated_jpeg(path)
     else:
-        image = cv2.imdecode(data, READ_FLAGS)
+        with opencv_log_silenced():
+            image = cv2.imdecode(data, READ_FLAGS)
     if image is None:
         raise DataError(f"cannot decode image '{path}' ({data.size} bytes): corrupt, or not an "
                         f"image format OpenCV reads")
