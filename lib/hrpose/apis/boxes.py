@@ -84,6 +84,10 @@ class DetectionFile:
         total = len(detections)
         self._boxes = {image_id: as_box_array(rows) for image_id, rows in by_image.items()}
         kept = sum(len(rows) for rows in self._boxes.values())
+        degenerate = sum(len(rows) for rows in by_image.values()) - kept
+        if degenerate:
+            logger.warning("skipped %d person boxes of '%s' with zero or negative width or "
+                           "height", degenerate, path)
         logger.info("%d of %d person boxes in %s score >= %s (%d images or frames)", kept, total,
                     path, score_threshold, len(self._boxes))
 

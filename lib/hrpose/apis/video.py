@@ -17,6 +17,9 @@ Two video extras, both off by default (apis.tracking): ``track`` gives every wri
 own; ``smooth`` (which turns tracking on) runs each track's joints through a One-Euro filter, so
 the drawn and written keypoints are the smoothed ones.
 
+An image that cannot be read among several is skipped with a warning naming it; the others'
+outputs are written and the run then ends with a one-line ``SkippedImagesError``.
+
 The pose file and the video are written under temporary names and renamed when complete, so an
 error leaves no half-written output; Ctrl-C (the way to stop a camera) ends the run cleanly with
 what was processed so far.
@@ -40,7 +43,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..datasets.topdown import read_image
+from ..datasets.images import native_stderr_silenced, read_image
 from ..errors import DataError, DataFileNotFoundError
 from ..evaluation._atomic import atomic_write
 from ..evaluation.results import to_json_compatible
@@ -85,24 +88,6 @@ def frame_step(video_fps: float, inference_fps: float) -> int:
     if not (math.isfinite(video_fps) and video_fps > 0) or inference_fps <= 0:
         return 1
     return max(1, round(video_fps / inference_fps))
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hide what native libraries (FFmpeg) print on file descriptor 2 while probing a file."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class FrameSource:
@@ -185,7 +170,7 @@ class VideoSource(_CaptureSource):
                  max_frames: int | None = None):
         if not os.path.isfile(path):
             raise DataFileNotFoundError(f"video file not found: '{path}'")
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             capture = cv2.VideoCapture(path)
         if not capture.isOpened():
             raise DataError(f"cannot open video '{path}': OpenCV (FFmpeg) cannot decode it "
@@ -216,7 +201,7 @@ class CameraSource(_CaptureSource):
 
     def __init__(self, index: int, inference_fps: float = DEFAULT_INFERENCE_FPS,
                  max_frames: int | None = None):
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             capture = cv2.VideoCapture(index)
         if not capture.isOpened():
             raise DataError(f"cannot open camera {index} (no such device, or it is in use)")
@@ -262,7 +247,11 @@ def list_images(spec: str) -> list[str]:
 
 class ImageSource(FrameSource):
     """Image files one by one; a numeric file stem (COCO's 000000000139.jpg) is the image id a
-    detection file is looked up with, otherwise the position in the list."""
+    detection file is looked up with, otherwise the position in the list.
+
+    Of several images, one that cannot be read (missing, empty, corrupt) is skipped with a
+    warning naming it, and listed in ``skipped`` as (path, reason); a single image raises.
+    """
 
     kind = "images"
 
@@ -271,15 +260,27 @@ class ImageSource(FrameSource):
         self.total = len(self.paths)
         self.name = Path(spec.rstrip("/\\")).stem or "images"
         self.spec = spec
+        self.skipped: list[tuple[str, str]] = []
 
     def __iter__(self) -> Iterator[Frame]:
+        self.skipped = []
         for position, path in enumerate(self.paths):
             stem = Path(path).stem
             image_id = int(stem) if stem.isdigit() else position
-            yield Frame(position, read_image(path, color_rgb=False), None, image_id, path)
+            try:
+                image = read_image(path, color_rgb=False)
+            except DataError as error:
+                if len(self.paths) == 1:
+                    raise
+                logger.warning("skipping image %d of %d: %s", position + 1, len(self.paths),
+                               error)
+                self.skipped.append((path, str(error)))
+                continue
+            yield Frame(position, image, None, image_id, path)
 
     def describe(self) -> dict:
-        return {**super().describe(), "source": self.spec}
+        return {**super().describe(), "source": self.spec,
+                "skipped_images": [path for path, _ in self.skipped]}
 
 
 def open_frame_source(video: str | None = None, image: str | None = None,
@@ -375,6 +376,22 @@ def write_pose_file(path: str, records: list[dict], header: dict, output_format:
                 row += [repr(value) for value in person["keypoints"]]
                 writer.writerow(row)
     return path
+
+
+class SkippedImagesError(DataError):
+    """Some images of a folder or list could not be read; the others' outputs were written
+    (``outputs``)."""
+
+    def __init__(self, message: str, outputs: "DemoOutputs"):
+        super().__init__(message)
+        self.outputs = outputs
+
+
+def skipped_images_message(skipped: list[tuple[str, str]], total: int, poses_file: str) -> str:
+    """One line: how many images were skipped, the first one's reason, where the rest went."""
+    first = skipped[0][1]
+    return (f"{len(skipped)} of {total} images could not be read and were skipped (first: "
+            f"{first}); the poses of the other {total - len(skipped)} are in '{poses_file}'")
 
 
 @dataclass
@@ -478,6 +495,10 @@ def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir
     write annotated images (frames/) instead of a video. track: a track_id per person (JSON key,
     CSV column) drawn on the frames; smooth (implies track): One-Euro smoothing per track with
     smooth_min_cutoff (Hz) and smooth_beta (Hz per pixel/second).
+
+    Images of a folder or list that cannot be read are skipped (``ImageSource``); the outputs of
+    the others are written, then a ``SkippedImagesError`` that carries them says how many were
+    skipped (a DataError: the tools exit with status 2, so that scripts notice).
     """
     if output_format not in OUTPUT_FORMATS:
         raise DataError(f"unknown pose file format {output_format!r}; use one of "
@@ -539,6 +560,10 @@ def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir
             # Ctrl-C is how a camera run ends: keep what was processed.
             logger.info("interrupted: writing the %d frames processed so far", len(records))
         seconds = time.monotonic() - started
+        skipped = getattr(source, "skipped", [])
+        if skipped and not records:
+            raise DataError(f"none of the {len(skipped)} images could be read (first: "
+                            f"{skipped[0][1]})")
         header = {**source.describe(), "model": predictor.cfg.MODEL.NAME, "config": config_file,
                   "dataset": info.name, "keypoint_names": list(info.keypoint_names),
                   "skeleton": [list(pair) for pair in info.skeleton],
@@ -559,6 +584,10 @@ def run_inference_demo(predictor: PosePredictor, source: FrameSource, output_dir
                           num_persons, seconds, frame_files)
     logger.info("%d frames, %d persons in %.1f s (%.2f frames/s)", outputs.num_frames,
                 outputs.num_persons, outputs.seconds, outputs.frames_per_second)
+    if skipped:
+        # Written but incomplete: the caller (and a script's exit status) must notice.
+        raise SkippedImagesError(skipped_images_message(skipped, len(skipped) + len(records),
+                                                        poses_file), outputs)
     return outputs
 
 

@@ -32,7 +32,8 @@ from ..codecs.associative_embedding import (encode_ae_heatmaps, encode_ae_tags,
 from ..errors import DataError, DataFileNotFoundError
 from . import coco_format
 from .metadata import KeypointInfo, get_keypoint_info
-from .topdown import normalize_image, read_image
+from .images import read_image
+from .topdown import normalize_image
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ class BottomUpDataset(Dataset):
             self.flip_index = np.append(self.flip_index, self.num_keypoints)
 
         self.annotation_path = coco_format.annotation_file(dataset, root, image_set)
-        self.coco = coco_format.load_coco_file(self.annotation_path)
+        self.coco = coco_format.load_coco_file(self.annotation_path, self.num_keypoints)
         self.images_dir = coco_format.image_folder(dataset, root, image_set)
         image_ids = list(self.coco.getImgIds())
         if is_train:
@@ -306,10 +307,21 @@ class BottomUpDataset(Dataset):
             raise DataFileNotFoundError(f"image folder not found: '{self.images_dir}' (the "
                                         f"annotation file '{self.annotation_path}' lists "
                                         f"{len(image_ids)} images)")
+        if is_train and scale_aware_sigma:
+            self._check_boxes_for_sigma()
         self.evaluation = {"dataset": dataset, "gt_file": self.annotation_path, "coco": self.coco,
                            "image_set": image_set}
         logger.info("%s %s: %d images (bottom-up, %s)", dataset, image_set, len(image_ids),
                     "train" if is_train else "test")
+
+    def _check_boxes_for_sigma(self) -> None:
+        """Scale-aware sigmas grow with a person's box: each person needs a box with extent."""
+        for annotation in kept_for_targets(self.coco.dataset.get("annotations", [])):
+            if max(annotation["bbox"][2:]) <= 0:
+                raise DataError(f"annotation file '{self.annotation_path}': annotation "
+                                f"{annotation.get('id')} of image {annotation.get('image_id')} "
+                                f"has bbox {annotation['bbox']}; DATASET.SCALE_AWARE_SIGMA "
+                                f"needs a positive width or height")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of an epoch (call before making its iterator)."""

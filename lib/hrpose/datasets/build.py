@@ -48,11 +48,11 @@ def topdown_records(cfg: CfgNode, is_train: bool) -> tuple[list[dict], dict]:
         return records, {"dataset": name, "gt_file": mpii.gt_mat_file(root, image_set),
                          "image_set": image_set}
     annotation_path = coco_format.annotation_file(name, root, image_set)
-    coco = coco_format.load_coco_file(annotation_path)
+    coco = coco_format.load_coco_file(annotation_path, num_joints)
     images_dir = coco_format.image_folder(name, root, image_set)
     if is_train or cfg.TEST.USE_GT_BBOX:
         records = coco_format.ground_truth_records(coco, images_dir, num_joints, aspect_ratio,
-                                                   convention)
+                                                   convention, annotation_path)
     else:
         records = coco_format.detection_records(coco, images_dir, cfg.TEST.COCO_BBOX_FILE,
                                                 num_joints, aspect_ratio, convention,

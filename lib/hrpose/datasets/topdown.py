@@ -11,9 +11,9 @@ from torch.utils.data import Dataset
 
 from ..codecs.dark import encode_unbiased_heatmaps
 from ..codecs.heatmap import encode_gaussian_heatmaps
-from ..errors import DataFileNotFoundError
 from ..utils.transforms import (affine_transform_points, fliplr_joints, get_affine_transform,
                                 half_body_transform)
+from .images import read_image
 from .metadata import KeypointInfo
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -32,16 +32,6 @@ class Augmentation:
     rotation_factor: float = 30.0
     half_body_probability: float = 0.0
     half_body_min_joints: int = 8
-
-
-def read_image(path: str, color_rgb: bool) -> np.ndarray:
-    """Read an image as HxWx3 uint8 (BGR unless color_rgb); a clear error if it cannot be read."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise DataFileNotFoundError(f"cannot read image '{path}' (missing, empty or not an image)")
-    if color_rgb:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image
 
 
 def normalize_image(image: np.ndarray) -> torch.Tensor:

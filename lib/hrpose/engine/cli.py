@@ -64,6 +64,22 @@ def config_from_args(args: argparse.Namespace):
     return update_config(get_default_config(), argparse.Namespace(cfg=args.cfg, opts=opts))
 
 
+def original_message(error: BaseException) -> str:
+    """The message of an error as raised; for one that PyTorch re-raised from a DataLoader worker
+    ("Caught X in DataLoader worker process N." and the worker's traceback), the message the
+    worker raised, which ends that traceback as "module.X: message"."""
+    text = str(error)
+    if not (text.startswith("Caught ") and "in DataLoader worker process" in text):
+        return text
+    name = type(error).__name__
+    lines = text.rstrip("\n").splitlines()
+    for start in range(len(lines) - 1, 0, -1):
+        label, colon, message = lines[start].partition(": ")
+        if colon and not label.startswith(" ") and label.split(".")[-1] == name:
+            return "\n".join([message, *lines[start + 1:]])
+    return text
+
+
 def run_cli(main: Callable[[], None]) -> None:
     """Run a tool's main; bad input ends with one 'error:' line on stderr and exit status 2."""
     reuse_freed_memory()
@@ -71,7 +87,7 @@ def run_cli(main: Callable[[], None]) -> None:
         main()
     except (HrposeError, FileNotFoundError) as error:
         logging.getLogger("hrpose").debug("stopping", exc_info=True)
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {original_message(error)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
