@@ -25,81 +25,102 @@ _SMALLEST_START = float(sys.maxsize)
 
 
 class _MunkresState:
-    """The working matrix, stars, primes and covered lines of one munkres run on a square matrix."""
+    """The working matrix, stars, primes and covered lines of one munkres run on a square matrix.
+
+    A row holds at most one star and one prime, a column at most one star, so they are kept as
+    index arrays (-1: none). ``open_zeros`` (the zeros in no covered line) is updated with the
+    covers instead of being rebuilt for every search.
+    """
 
     def __init__(self, matrix: np.ndarray) -> None:
         size = matrix.shape[0]
+        self.size = size
         self.matrix = matrix
         self.zero = matrix == 0
-        self.starred = np.zeros((size, size), dtype=bool)
-        self.primed = np.zeros((size, size), dtype=bool)
+        self.star_column = np.full(size, -1)    # per row
+        self.star_row = np.full(size, -1)    # per column
+        self.prime_column = np.full(size, -1)    # per row
         self.row_covered = np.zeros(size, dtype=bool)
         self.column_covered = np.zeros(size, dtype=bool)
+        self.open_zeros = self.zero.copy()
 
-    def clear_covers(self) -> None:
-        self.row_covered[:] = False
-        self.column_covered[:] = False
+    def star(self, row: int, column: int) -> None:
+        self.star_column[row] = column
+        self.star_row[column] = row
 
     def star_first_zeros(self) -> None:
         """Step 2: row by row, star the first zero whose column has no star yet."""
-        for row in range(self.matrix.shape[0]):
-            free = np.flatnonzero(self.zero[row] & ~self.column_covered)
-            if free.size:
-                self.starred[row, free[0]] = True
-                self.column_covered[free[0]] = True
-        self.clear_covers()
+        first = self.zero.argmax(axis=1)
+        if len(np.unique(first)) == self.size:
+            # Every row has a zero (rows are reduced) and the first ones are in distinct
+            # columns, so no row's first zero is taken by an earlier row.
+            self.star_column[:] = first
+            self.star_row[first] = np.arange(self.size)
+            return
+        taken = np.zeros(self.size, dtype=bool)
+        for row in range(self.size):
+            free = self.zero[row] & ~taken
+            column = int(free.argmax())
+            if free[column]:
+                self.star(row, column)
+                taken[column] = True
 
     def cover_starred_columns(self) -> bool:
-        """Step 3: cover the columns with a star; True when every column is covered (done)."""
-        self.column_covered = self.starred.any(axis=0)
+        """Step 3 (after steps 2 and 5, which leave no line covered): cover the columns with a
+        star; True when every column is covered (done)."""
+        self.row_covered[:] = False
+        self.column_covered = self.star_row >= 0
+        self.open_zeros = self.zero & ~self.column_covered[None, :]
         return bool(self.column_covered.all())
 
-    def find_uncovered_zero(self, start_row: int, start_column: int) -> tuple[int, int]:
+    def find_open_zero(self, start_row: int, start_column: int) -> tuple[int, int]:
         """munkres' __find_a_zero: rows are scanned cyclically from start_row and the first row
         with an uncovered zero wins; its columns are scanned cyclically from start_column and,
         since that scan does not stop at a hit, the LAST zero of the cycle is returned.
         (-1, -1) when there is none."""
-        uncovered = self.zero & ~self.row_covered[:, None] & ~self.column_covered[None, :]
-        rows = np.flatnonzero(uncovered.any(axis=1))
-        if rows.size == 0:
+        rows = self.open_zeros.any(axis=1)
+        later = rows[start_row:]
+        if later.any():
+            row = start_row + int(later.argmax())
+        elif rows.any():
+            row = int(rows.argmax())
+        else:
             return -1, -1
-        later = rows[rows >= start_row]
-        row = int(later[0] if later.size else rows[0])
-        columns = np.flatnonzero(uncovered[row])
-        wrapped = columns[columns < start_column]
-        return row, int(wrapped[-1] if wrapped.size else columns[-1])
+        zeros = self.open_zeros[row]
+        wrapped = zeros[:start_column]
+        if wrapped.any():
+            return row, start_column - 1 - int(wrapped[::-1].argmax())
+        return row, self.size - 1 - int(zeros[::-1].argmax())
 
     def prime_zeros(self) -> tuple[int, int] | None:
         """Step 4: prime uncovered zeros until one has no star in its row (returned, for
         step 5); None when no uncovered zero is left (step 6)."""
         row, column = 0, 0
         while True:
-            row, column = self.find_uncovered_zero(row, column)
+            row, column = self.find_open_zero(row, column)
             if row < 0:
                 return None
-            self.primed[row, column] = True
-            star = np.flatnonzero(self.starred[row])
-            if star.size == 0:
+            self.prime_column[row] = column
+            star = int(self.star_column[row])
+            if star < 0:
                 return row, column
-            column = int(star[0])
+            column = star
             self.row_covered[row] = True
+            self.open_zeros[row] = False
             self.column_covered[column] = False
+            self.open_zeros[:, column] = self.zero[:, column] & ~self.row_covered
 
     def augment(self, row: int, column: int) -> None:
-        """Step 5: flip stars and primes along the alternating path from the primed zero (row,
-        column), then erase primes and uncover every line."""
-        path = [(row, column)]
-        while True:
-            star_rows = np.flatnonzero(self.starred[:, path[-1][1]])
-            if star_rows.size == 0:
-                break
-            star_row = int(star_rows[0])
-            path.append((star_row, path[-1][1]))
-            path.append((star_row, int(np.flatnonzero(self.primed[star_row])[0])))
-        for path_row, path_column in path:
-            self.starred[path_row, path_column] = not self.starred[path_row, path_column]
-        self.primed[:] = False
-        self.clear_covers()
+        """Step 5: along the alternating path from the primed zero (row, column) (its column's
+        star, that star's row's prime, ...), stars become unstarred and primes starred; then
+        primes are erased (covers are reset by step 3)."""
+        primes = [(row, column)]
+        while self.star_row[primes[-1][1]] >= 0:
+            star_row = int(self.star_row[primes[-1][1]])
+            primes.append((star_row, int(self.prime_column[star_row])))
+        for prime_row, prime_column in primes:
+            self.star(prime_row, prime_column)
+        self.prime_column[:] = -1
 
     def shift_by_smallest_uncovered(self) -> None:
         """Step 6: add the smallest uncovered value to the covered rows, then subtract it from
@@ -110,6 +131,7 @@ class _MunkresState:
         self.matrix[self.row_covered] += smallest
         self.matrix[:, ~self.column_covered] -= smallest
         self.zero = self.matrix == 0
+        self.open_zeros = self.zero & ~self.row_covered[:, None] & ~self.column_covered[None, :]
 
 
 def munkres_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +164,9 @@ def munkres_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             state.shift_by_smallest_uncovered()
             primed = state.prime_zeros()
         state.augment(*primed)
-    rows, columns = np.nonzero(state.starred[:num_rows, :num_columns])
-    return rows.astype(np.int64), columns.astype(np.int64)
+    columns = state.star_column[:num_rows]
+    rows = np.flatnonzero(columns < num_columns)
+    return rows.astype(np.int64), columns[rows].astype(np.int64)
 
 
 # TEST.ASSIGNMENT_SOLVER -> solver.
