@@ -566,6 +566,13 @@ def test_munkres_assignment_equals_munkres_on_random_tied_matrices():
         scipy_rows, scipy_columns = linear_sum_assignment(cost)
         differs_from_scipy += not np.array_equal(scipy_columns, columns)
     assert differs_from_scipy > 100
+    # Larger than the 62 rows and columns whose bit masks fit an int64.
+    for shape in ((66, 70), (70, 64)):
+        cost = rng.integers(0, 3, shape).astype(np.float64)
+        reference_input = cost.tolist() if shape[0] > shape[1] else cost.copy()
+        expected = [tuple(pair) for pair in munkres().compute(reference_input)]
+        rows, columns = munkres_assignment(cost)
+        assert list(zip(rows.tolist(), columns.tolist())) == expected
 
 
 def test_munkres_assignment_edge_cases():
