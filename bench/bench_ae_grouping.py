@@ -17,6 +17,10 @@ resolution heatmaps; the mirrored pass its own outputs), then resizing, flip ave
 projection to 512x512, grouping and back-projection; infer_bottom_up against the reference's
 steps written plainly with the baseline grouping.
 
+Ours groups with the Hungarian solver --assignment-solver names (TEST.ASSIGNMENT_SOLVER; default
+munkres, the reference's tie-breaking; scipy: linear_sum_assignment); the scenes have no tied
+assignments (see random_people), so either gives the baseline's persons.
+
 Both run with the malloc settings the tools set at start (utils.allocator.reuse_freed_memory:
 image-sized buffers are reused instead of being faulted in again for every image);
 --default-malloc leaves glibc's defaults.
@@ -41,6 +45,7 @@ import torch.nn.functional as F
 
 from hrpose.datasets.topdown import normalize_image
 from hrpose.postprocess.ae_grouping import GroupingParams, group_keypoints
+from hrpose.postprocess.assignment import ASSIGNMENT_SOLVERS
 from hrpose.postprocess.bottomup import (BottomUpTestParams, infer_bottom_up,
                                          resize_align_multi_scale)
 from hrpose.utils.allocator import reuse_freed_memory
@@ -79,14 +84,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc settings as they are (the tools change them)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--assignment-solver", choices=sorted(ASSIGNMENT_SOLVERS),
+                        default="munkres", help="our grouping's Hungarian solver")
     return parser.parse_args(argv)
 
 
-def grouping_params() -> GroupingParams:
+def grouping_params(assignment_solver: str) -> GroupingParams:
     """HigherHRNet's COCO experiment settings (TEST node, DATASET.MAX_NUM_PEOPLE)."""
     return GroupingParams(num_joints=NUM_JOINTS, max_num_people=30, detection_threshold=0.1,
                           tag_threshold=1.0, use_detection_val=True, ignore_too_much=False,
-                          nms_kernel=5, nms_padding=2, adjust=True, refine=True)
+                          nms_kernel=5, nms_padding=2, adjust=True, refine=True,
+                          assignment_solver=assignment_solver)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +490,7 @@ def timed(run, inputs: list, repeats: int) -> tuple[float, list]:
 
 def grouping_case(rng: np.random.Generator, num_people: int, args: argparse.Namespace
                   ) -> Outcome:
-    params = grouping_params()
+    params = grouping_params(args.assignment_solver)
     size = args.map_size
     inputs = []
     for _ in range(args.images):
@@ -520,7 +528,7 @@ def fake_outputs(rng: np.random.Generator, people: People, input_size: int,
 
 
 def pipeline_case(rng: np.random.Generator, num_people: int, args: argparse.Namespace) -> Outcome:
-    params = grouping_params()
+    params = grouping_params(args.assignment_solver)
     size = args.image_size
     flip_index = [int(j) for j in flip_permutation(COCO_FLIP_PAIRS, NUM_JOINTS)]
     test_params = BottomUpTestParams(input_size=size, scale_factors=(1.0,), flip_test=True,
@@ -557,8 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         print("the baseline's Hungarian solver is not optimal", file=sys.stderr)
         return 1
     print(f"AE grouping (HigherHRNet settings: detection 0.1, tag 1, detection value, NMS 5/2, "
-          f"30 people, adjust + refine), torch {torch.get_num_threads()} CPU thread(s), "
-          f"seed {args.seed}, {allocator}", flush=True)
+          f"30 people, adjust + refine, {args.assignment_solver} solver), "
+          f"torch {torch.get_num_threads()} CPU thread(s), seed {args.seed}, {allocator}", flush=True)
     header = (f"{'case':<34} {'imgs':>4} {'found':>5} {'baseline ms':>12} {'ours ms':>9} "
               f"{'ratio':>7} {'identical':>9} {'max |dxy|':>10} {'max |dscore|':>12}")
     print(header)

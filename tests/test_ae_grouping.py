@@ -5,6 +5,9 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from hrpose.config import load_config
+from hrpose.config.update import ConfigError
+from hrpose.engine import bottomup as engine
 from hrpose.postprocess import ae_grouping
 from hrpose.postprocess.ae_grouping import (
     REFERENCE_JOINT_ORDER,
@@ -20,6 +23,7 @@ from hrpose.postprocess.ae_grouping import (
     top_k_candidates,
     window_max,
 )
+from hrpose.postprocess.assignment import munkres_assignment
 
 J = 17
 
@@ -252,8 +256,28 @@ def test_refine_fills_a_missing_joint_from_the_tag_weighted_maximum():
 # reference/bottomup.md 5.2 as plain loops, compared with the library on random maps.
 
 
-def reference_decode(heatmaps, tags, params):
-    """heatmaps (J, H, W) float32, tags (J, H, W, D) float32 -> (poses (P, J, 3+D), scores)."""
+def reference_munkres():
+    """The munkres package the reference calls (HigherHRNet lib/core/group.py py_max_match), at
+    the version requirements.txt pins; the test is skipped where it is not installed."""
+    munkres = pytest.importorskip("munkres")
+    if getattr(munkres, "__version__", None) != "1.1.4":
+        pytest.skip(f"munkres {getattr(munkres, '__version__', '?')} installed, 1.1.4 needed")
+    return munkres.Munkres
+
+
+def munkres_pairs(cost):
+    """The reference's py_max_match: munkres on the (padded) NumPy cost matrix."""
+    return [tuple(pair) for pair in reference_munkres()().compute(np.array(cost, copy=True))]
+
+
+def scipy_pairs(cost):
+    return list(zip(*linear_sum_assignment(cost)))
+
+
+def reference_decode(heatmaps, tags, params, solve=munkres_pairs):
+    """heatmaps (J, H, W) float32, tags (J, H, W, D) float32 -> (poses (P, J, 3+D), scores).
+
+    solve(cost) -> (row, column) pairs: the reference's munkres, or another solver."""
     num_joints, height, width = heatmaps.shape
     tag_dim = tags.shape[3]
     kernel, pad = params.nms_kernel, params.nms_padding
@@ -293,7 +317,7 @@ def reference_decode(heatmaps, tags, params):
         if len(joints) > len(keys):
             cost = np.concatenate((cost, np.zeros((len(joints), len(joints) - len(keys))) + 1e10),
                                   axis=1)
-        for row, col in zip(*linear_sum_assignment(cost)):
+        for row, col in solve(cost):
             if col < len(keys) and distance[row][col] < params.tag_threshold:
                 joint_dict[keys[col]][idx] = joints[row]
                 tag_dict[keys[col]].append(candidate_tags[row])
@@ -349,9 +373,14 @@ def reference_decode(heatmaps, tags, params):
     dict(max_num_people=8, detection_threshold=0.3),
     dict(quantized_tags=True),
     dict(tag_dim=1, adjust=False),
+    dict(assignment_solver="scipy"),
+    dict(assignment_solver="scipy", quantized_tags=True),
 ])
 def test_library_equals_plain_reference_loop(case):
+    """With 'munkres' (default) against the reference's loops and munkres, with 'scipy' against
+    the same loops with scipy's solver."""
     case = dict(case)
+    solve = scipy_pairs if case.get("assignment_solver") == "scipy" else munkres_pairs
     quantized = case.pop("quantized_tags", False)
     tag_dim = case.pop("tag_dim", 2)
     sparse_first_joint = case.pop("sparse_first_joint", False)
@@ -367,7 +396,7 @@ def test_library_equals_plain_reference_loop(case):
         # Repeated tag values exercise the reference's float person keys and ties in the cost.
         tags = np.round(tags * 2) / 2
     params = GroupingParams(num_joints=J, **{"detection_threshold": 0.1, **case})
-    expected_poses, expected_scores = reference_decode(heatmaps, tags, params)
+    expected_poses, expected_scores = reference_decode(heatmaps, tags, params, solve)
     (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
     assert poses.shape[0] > 3
     np.testing.assert_array_equal(poses, expected_poses)
@@ -476,3 +505,119 @@ def test_window_max_equals_max_pool(height, width):
         kernel = 2 * padding + 1
         assert torch.equal(window_max(maps, kernel, padding),
                            torch.nn.functional.max_pool2d(maps, kernel, 1, padding))
+
+
+# Cost matrices with several optimal assignments and the pairs munkres 1.1.4
+# (munkres.Munkres().compute, the solver HigherHRNet's lib/core/group.py py_max_match calls)
+# returns for them; scipy's linear_sum_assignment returns another optimum for each. The last one
+# is padded with 1e10 columns as the reference pads more candidates than persons.
+MUNKRES_TIE_CASES = [
+    ([[200.0, 200.0, 100.0], [100.0, 200.0, 0.0], [99.5, 99.5, 99.5]],
+     [(0, 2), (1, 0), (2, 1)]),
+    ([[200.0, 100.0, 0.0, 0.0, 200.0], [-0.5, 199.5, 199.5, -0.5, -0.5],
+      [200.0, 100.0, 0.0, 200.0, 200.0]],
+     [(0, 3), (1, 4), (2, 2)]),
+    ([[99.5, 199.5, 199.5, 199.5], [-0.5, 99.5, 99.5, 99.5], [-0.5, -0.5, 99.5, 99.5],
+      [-0.5, 199.5, 199.5, 99.5]],
+     [(0, 2), (1, 3), (2, 1), (3, 0)]),
+    ([[99.1, -0.9, 1e10, 1e10], [99.2, -0.8, 1e10, 1e10], [-0.7, -0.7, 1e10, 1e10],
+      [-0.6, 199.4, 1e10, 1e10]],
+     [(0, 1), (1, 3), (2, 0), (3, 2)]),
+]
+
+
+@pytest.mark.parametrize("cost, expected", MUNKRES_TIE_CASES)
+def test_munkres_assignment_breaks_ties_as_munkres(cost, expected):
+    rows, columns = munkres_assignment(np.array(cost))
+    assert list(zip(rows.tolist(), columns.tolist())) == expected
+    assert list(zip(*(a.tolist() for a in linear_sum_assignment(np.array(cost))))) != expected
+
+
+def tied_cost_matrix(rng, trial):
+    """Cost matrices as the grouping makes them, with many exact ties: small integers, rounded
+    distances * 100 - values with repeated values, and the reference's 1e10 padding."""
+    num_rows, num_columns = (int(n) for n in rng.integers(1, 16, 2))
+    kind = trial % 4
+    if kind == 0:
+        return rng.integers(0, 4, (num_rows, num_columns)).astype(np.float64)
+    if kind == 1:
+        return (np.round(rng.uniform(0, 3, (num_rows, num_columns))) * 100
+                - np.round(rng.random((num_rows, num_columns)) * 4) / 4)
+    cost = np.round(rng.uniform(0, 3, (num_rows, num_columns))) * 100 \
+        - rng.random(num_rows)[:, None]
+    if kind == 3 and num_rows > num_columns:
+        cost = np.concatenate(
+            (cost, np.zeros((num_rows, num_rows - num_columns)) + 1e10), axis=1)
+    return cost
+
+
+def test_munkres_assignment_equals_munkres_on_random_tied_matrices():
+    munkres = reference_munkres()
+    rng = np.random.default_rng(3)
+    differs_from_scipy = 0
+    for trial in range(1500):
+        cost = tied_cost_matrix(rng, trial)
+        # munkres pads a NumPy matrix's rows in place, so wide/square ones go in as the
+        # reference passes them (an array), tall unpadded ones as lists.
+        reference_input = cost.tolist() if cost.shape[0] > cost.shape[1] else cost.copy()
+        expected = [tuple(pair) for pair in munkres().compute(reference_input)]
+        rows, columns = munkres_assignment(cost)
+        assert list(zip(rows.tolist(), columns.tolist())) == expected, cost.tolist()
+        scipy_rows, scipy_columns = linear_sum_assignment(cost)
+        differs_from_scipy += not np.array_equal(scipy_columns, columns)
+    assert differs_from_scipy > 100
+    # Larger than the 62 rows and columns whose bit masks fit an int64.
+    for shape in ((66, 70), (70, 64)):
+        cost = rng.integers(0, 3, shape).astype(np.float64)
+        reference_input = cost.tolist() if shape[0] > shape[1] else cost.copy()
+        expected = [tuple(pair) for pair in munkres().compute(reference_input)]
+        rows, columns = munkres_assignment(cost)
+        assert list(zip(rows.tolist(), columns.tolist())) == expected
+
+
+def test_munkres_assignment_edge_cases():
+    rows, columns = munkres_assignment(np.zeros((0, 3)))
+    assert rows.size == columns.size == 0
+    rows, columns = munkres_assignment(np.array([[5.0]]))
+    assert rows.tolist() == [0] and columns.tolist() == [0]
+    with pytest.raises(ValueError, match="infinite or NaN"):
+        munkres_assignment(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="2-D"):
+        munkres_assignment(np.zeros(3))
+    with pytest.raises(ValueError, match="assignment_solver 'greedy'"):
+        GroupingParams(num_joints=J, assignment_solver="greedy")
+
+
+def test_crowded_scenes_group_as_the_reference_with_munkres():
+    """Whole grouping scenes (HigherHRNet's match_by_tag order, 30 people, detection value
+    cost): the default solver gives the reference's persons in every scene; scipy's solver
+    gives other persons in some, so the scenes do exercise ties."""
+    reference_munkres()
+    rng = np.random.default_rng(11)
+    height, width = 24, 24
+    params = GroupingParams(num_joints=J, detection_threshold=0.1, refine=False)
+    scipy_params = GroupingParams(num_joints=J, detection_threshold=0.1, refine=False,
+                                  assignment_solver="scipy")
+    scenes_differing = 0
+    for _ in range(12):
+        heatmaps = rng.random((J, height, width), dtype=np.float32)
+        tags = rng.normal(scale=1.5, size=(J, height, width, 2)).astype(np.float32)
+        expected_poses, expected_scores = reference_decode(heatmaps, tags, params)
+        (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
+        np.testing.assert_array_equal(poses, expected_poses)
+        np.testing.assert_array_equal(scores, expected_scores)
+        (scipy_poses, _), = group_keypoints(*as_batch(heatmaps, tags), scipy_params)
+        scenes_differing += not np.array_equal(scipy_poses, poses)
+    assert scenes_differing >= 3
+
+
+def test_config_selects_the_assignment_solver(repo_root):
+    path = str(repo_root / "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml")
+    _, grouping = engine.test_params(load_config(path), list(range(J)))
+    assert grouping.assignment_solver == "munkres"
+    assert grouping.solver() is munkres_assignment
+    _, grouping = engine.test_params(load_config(path, ["TEST.ASSIGNMENT_SOLVER", "scipy"]),
+                                     list(range(J)))
+    assert grouping.solver() is linear_sum_assignment
+    with pytest.raises(ConfigError, match="TEST.ASSIGNMENT_SOLVER.*'munkres', 'scipy'"):
+        load_config(path, ["TEST.ASSIGNMENT_SOLVER", "hungarian"])

@@ -271,13 +271,18 @@ def test_gaussian_fit_adjust_recovers_subpixel_centres():
     poses = np.zeros((2, 3, 3), dtype=np.float32)
     poses[0] = [[17.0, 13.0, 0.9], [2.0, 28.0, 0.5], [20.0, 0.0, 0.9]]
     poses[1] = [[17.4, 12.8, 0.9], [2.0, 28.0, 0.01], [20.0, 0.0, 0.9]]
-    params = RegressionTestParams(num_joints=3, flip_test=False)
+    params = RegressionTestParams(num_joints=3, flip_test=False, gaussian_fit="corrected")
     adjusted = gaussian_fit_adjust(poses, maps, np.array([0.5, 0.8]), params)
     np.testing.assert_allclose(adjusted[0, 0], [17.3, 12.6, 0.9 * 0.5], atol=1e-5)
     np.testing.assert_allclose(adjusted[1, 0], [17.3, 12.6, 0.9 * 0.8], atol=1e-5)
     np.testing.assert_allclose(adjusted[0, 1], [2.4, 27.7, 0.7 * 0.5], atol=1e-5)
     np.testing.assert_array_equal(adjusted[1, 1], poses[1, 1])  # score below the threshold
     np.testing.assert_array_equal(adjusted[:, 2], poses[:, 2])  # on the first row: skipped
+    # The reference fit (default) gets the interior joint right, not the one cut twice.
+    reference = gaussian_fit_adjust(poses, maps, np.array([0.5, 0.8]),
+                                    RegressionTestParams(num_joints=3, flip_test=False))
+    np.testing.assert_allclose(reference[:, 0], adjusted[:, 0], atol=1e-5)
+    assert np.abs(reference[0, 1, :2] - [2.4, 27.7]).max() > 0.1
 
 
 def test_gaussian_fit_matches_curve_fit_and_fixes_the_transposed_grid():
@@ -346,4 +351,115 @@ def test_pool_kernel_and_params():
         RegressionTestParams(num_joints=J, scale_factors=(0.5,), flip_test=False)
     cfg.TEST.WITH_HEATMAPS = [False, False]
     with pytest.raises(ConfigError, match="no stage"):
+        RegressionTestParams.from_config(cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# The reference's Gaussian fit, written out plainly from HRNet/HRNet-Bottom-Up-Pose-Estimation
+# lib/core/group.py (HeatmapRegParser.adjust, fit_gaussian_heatmap, unnormalized_gaussian2d) on
+# NumPy maps instead of torch tensors (same indexing and slicing), to check
+# reference_gaussian_fit_adjust against.
+
+def original_gaussian(data, amplitude, y0, x0, sigma):
+    y, x = data
+    return amplitude * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
+
+
+def original_fit(window, maxval, init_y, init_x, sigma):
+    y = np.linspace(0, window.shape[0] - 1, window.shape[0])
+    x = np.linspace(0, window.shape[1] - 1, window.shape[1])
+    grid_y, grid_x = np.meshgrid(y, x)
+    samples = np.vstack((grid_x.ravel(), grid_y.ravel()))
+    popt, _ = curve_fit(original_gaussian, samples, window.ravel(),
+                        p0=(maxval, init_y, init_x, sigma), maxfev=300)
+    return popt[1], popt[2], popt[0]
+
+
+def original_adjust(poses, heatmaps, center_scores, half=6, sigma=2.0, threshold=0.05):
+    """poses (P, J, 3) float32 (x, y, score), heatmaps (J, H, W) float32, center_scores (P,)."""
+    ans = np.array(poses, dtype=np.float32, copy=True)
+    for joint in range(ans.shape[1]):
+        cache = {}
+        for person in range(ans.shape[0]):
+            if float(ans[person, joint, 2]) <= threshold:
+                continue
+            y, x = (float(v) for v in ans[person, joint, 0:2])  # the reference's names
+            xx, yy = int(x + 0.5), int(y + 0.5)
+            tmp = heatmaps[joint]
+            if xx == 0 or xx == tmp.shape[0] - 1 or yy == 0 or yy == tmp.shape[1] - 1:
+                continue
+            if (xx, yy) in cache:
+                ans[person, joint, 1], ans[person, joint, 0], value = cache[(xx, yy)]
+                # the reference multiplies by a float32 tensor element
+                ans[person, joint, 2] = np.float32(value) * center_scores[person]
+                continue
+            x_low, x_high = max(0, xx - half), min(tmp.shape[0] - 1, xx + half)
+            y_low, y_high = max(0, yy - half), min(tmp.shape[1] - 1, yy + half)
+            window = tmp[x_low:x_high + 1, y_low:y_high + 1]
+            try:
+                mean_x, mean_y, value = original_fit(window, tmp[xx][yy], xx - x_low,
+                                                     yy - y_low, sigma)
+            except (RuntimeError, ValueError, TypeError, IndexError):
+                continue
+            ans[person, joint, 1] = x_low + mean_x
+            ans[person, joint, 0] = y_low + mean_y
+            ans[person, joint, 2] = np.float32(value) * center_scores[person]
+            cache[(xx, yy)] = (x_low + mean_x, y_low + mean_y, value)
+    return ans
+
+
+def border_scene(rng, height=20, width=24):
+    """Three joint types of Gaussian peaks with noise, and joints that exercise the reference's
+    quirks: windows cut by the border (not square), joints off the map (wrap-around, or an
+    index error), on the outermost rows and columns (skipped), shared pixels (cached), and
+    scores below the threshold."""
+    peaks = [(4.3, 5.6), (2.2, 20.7), (17.6, 3.4), (10.2, 11.8), (16.5, 21.3), (1.6, 1.7)]
+    maps = np.zeros((3, height, width))
+    rows, columns = np.mgrid[0:height, 0:width]
+    for joint in range(3):
+        for row, column in peaks:
+            shifted = (row + rng.uniform(-0.3, 0.3), column + rng.uniform(-0.3, 0.3))
+            maps[joint] = np.maximum(maps[joint], rng.uniform(0.5, 1.0) * np.exp(
+                -((rows - shifted[0]) ** 2 + (columns - shifted[1]) ** 2) / (2 * 2.0 ** 2)))
+    maps = (maps + rng.normal(0, 0.01, maps.shape)).astype(np.float32)
+    xy = [(5.8, 4.1), (20.4, 2.3), (3.1, 17.7), (11.6, 10.4), (21.2, 16.6), (1.6, 1.5),
+          (5.7, 4.2), (5.0, -3.2), (-4.4, 10.0), (12.0, -9.6), (30.2, 5.0), (0.2, 9.0),
+          (23.1, 9.0), (11.9, 10.3), (2.0, -19.6)]
+    poses = np.zeros((len(xy), 3, 3), dtype=np.float32)
+    for person, (x, y) in enumerate(xy):
+        jitter = rng.uniform(-0.2, 0.2, (3, 2))
+        poses[person, :, :2] = np.array([x, y]) + jitter
+        poses[person, :, 2] = rng.uniform(0.1, 0.9, 3)
+    poses[6, :, :2] = poses[0, :, :2] + 0.05  # same rounded pixel as person 0: cached
+    poses[13, 1, 2] = 0.04  # below ADJUST_THRESHOLD
+    return maps, poses
+
+
+@pytest.mark.filterwarnings("ignore::scipy.optimize.OptimizeWarning")
+def test_reference_gaussian_fit_equals_the_original_loop():
+    rng = np.random.default_rng(8)
+    params = RegressionTestParams(num_joints=3, flip_test=False)
+    assert params.gaussian_fit == "reference"
+    corrected = RegressionTestParams(num_joints=3, flip_test=False, gaussian_fit="corrected")
+    differing = 0
+    for _ in range(4):
+        maps, poses = border_scene(rng)
+        center_scores = rng.uniform(0.2, 1.0, len(poses)).astype(np.float32)
+        expected = original_adjust(poses, maps, center_scores)
+        ours = gaussian_fit_adjust(poses, maps, center_scores, params)
+        np.testing.assert_array_equal(ours, expected)
+        fixed = gaussian_fit_adjust(poses, maps, center_scores, corrected)
+        differing += int((np.abs(fixed[..., :2] - ours[..., :2]).max(axis=2) > 0.05).sum())
+        # interior joints with a square window: both fits agree
+        np.testing.assert_allclose(fixed[3, :, :2], ours[3, :, :2], atol=1e-3)
+    assert differing >= 8
+
+
+def test_gaussian_fit_setting_comes_from_the_config():
+    cfg = get_default_config()
+    assert RegressionTestParams.from_config(cfg).gaussian_fit == "reference"
+    cfg.TEST.GAUSSIAN_FIT = "corrected"
+    assert RegressionTestParams.from_config(cfg).gaussian_fit == "corrected"
+    cfg.TEST.GAUSSIAN_FIT = "lm"
+    with pytest.raises(ConfigError, match="gaussian_fit 'lm'"):
         RegressionTestParams.from_config(cfg)

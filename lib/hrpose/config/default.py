@@ -224,6 +224,10 @@ _C.TEST.IGNORE_TOO_MUCH = False
 # progressive: HAE's progressive associative decoding, the joint type closest in tag to a person
 # found so far goes next (postprocess/progressive_grouping.py).
 _C.TEST.GROUPING = "fixed"
+# Solver of the grouping's assignments. munkres: the reference's choice among equal-cost
+# assignments (as the munkres 1.1.4 package it calls; the rounded costs tie often); scipy:
+# scipy.optimize.linear_sum_assignment, faster, same total cost, ties broken its own way.
+_C.TEST.ASSIGNMENT_SOLVER = "munkres"
 # Resize heatmaps and tags to the input resolution before grouping.
 _C.TEST.PROJECT2IMAGE = True
 # Peak finding: max-pool NMS_KERNEL x NMS_KERNEL with NMS_PADDING ((kernel - 1) / 2).
@@ -251,6 +255,11 @@ _C.TEST.MAX_ABSORB_DISTANCE = 75.0
 _C.TEST.ADJUST_THRESHOLD = 0.05
 _C.TEST.GUASSIAN_KERNEL = 6
 _C.TEST.GUASSIAN_SIGMA = 2.0
+# The "final" result's Gaussian fit. reference: scipy curve_fit per joint on the reference's
+# window and grid, quirks included (the grid is transposed for windows cut by the map border,
+# joints off the map are fitted through negative-index wrap-around); corrected: every window
+# in its own coordinates, joints off the map not fitted, all fits at once.
+_C.TEST.GAUSSIAN_FIT = "reference"
 # Reference defects, reproduced while False. FIX_ABSORB_INDEX: a joint far from every peak is
 # scored with the heatmap at [int(x), int(y)] (row and column swapped); True reads [y, x].
 # FIX_FLIP_UPSAMPLE: with flip, an earlier stage of the mirrored pass is up-sampled before it

@@ -35,6 +35,8 @@ CHOICES: dict[str, tuple] = {
     "MODEL.TARGET_ENCODING": ("standard", "unbiased"),
     "TEST.DECODER": ("standard", "dark"),
     "TEST.GROUPING": ("fixed", "progressive"),
+    "TEST.ASSIGNMENT_SOLVER": ("munkres", "scipy"),
+    "TEST.GAUSSIAN_FIT": ("reference", "corrected"),
     "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
     "TRAIN.LR_SCHEDULER": ("multistep", "cosine"),

@@ -83,7 +83,8 @@ def test_params(cfg: CfgNode, flip_index) -> tuple[BottomUpTestParams, GroupingP
         detection_threshold=cfg.TEST.DETECTION_THRESHOLD, tag_threshold=cfg.TEST.TAG_THRESHOLD,
         use_detection_val=cfg.TEST.USE_DETECTION_VAL, ignore_too_much=cfg.TEST.IGNORE_TOO_MUCH,
         nms_kernel=cfg.TEST.NMS_KERNEL, nms_padding=cfg.TEST.NMS_PADDING,
-        adjust=cfg.TEST.ADJUST, refine=cfg.TEST.REFINE)
+        adjust=cfg.TEST.ADJUST, refine=cfg.TEST.REFINE,
+        assignment_solver=cfg.TEST.ASSIGNMENT_SOLVER)
     return pipeline, grouping
 
 

@@ -9,9 +9,9 @@ which is how the test-time pipeline keeps them (see ``tag_components``). Decodin
    ``max_num_people`` strongest of them per joint type with their (x, y) and tag vectors (torch,
    on the heatmaps' device);
 2. ``match_by_tag`` visits the joint types in the reference order and assigns each joint type's
-   candidates to the persons found so far by tag distance with the Hungarian algorithm (NumPy and
-   scipy on the CPU); a candidate farther than ``tag_threshold`` from its assigned person starts
-   a new person;
+   candidates to the persons found so far by tag distance with the Hungarian algorithm (on the
+   CPU; ``assignment`` module); a candidate farther than ``tag_threshold`` from its assigned
+   person starts a new person;
 3. ``adjust_poses`` moves every found joint a quarter pixel towards its higher neighbour and by
    +0.5; ``pose_scores`` is the mean joint value (missing joints count 0), taken before refine;
 4. ``refine_poses`` fills the joints a person is missing from the heatmap maximum penalised by
@@ -19,11 +19,11 @@ which is how the test-time pipeline keeps them (see ``tag_components``). Decodin
 
 ``group_keypoints`` runs all of it for a batch. With the defaults the output is the reference
 algorithm's (float32 arrays, same arithmetic and dtypes, the reference's defects included),
-except where the reference leaves a choice to its libraries: among equal-cost assignments
-scipy's linear_sum_assignment may pick another optimum than the pure-Python ``munkres``
-package the reference calls (pass ``assignment=`` to plug in another solver), and among equal
-heatmap values torch.topk's order may differ between devices and versions. The reference's
-float person keys are kept by default; ``GroupingParams.unique_person_ids`` fixes them.
+among equal-cost assignments too (``GroupingParams.assignment_solver`` 'munkres' chooses as the
+``munkres`` package the reference calls; 'scipy' is faster and may choose another optimum),
+except that among equal heatmap values torch.topk's order may differ between devices and
+versions. The reference's float person keys are kept by default;
+``GroupingParams.unique_person_ids`` fixes them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
+
+from .assignment import ASSIGNMENT_SOLVERS, AssignmentSolver, get_assignment_solver
 
 # The order in which the reference visits the joint types (COCO numbering: head, shoulders,
 # hips, then elbows, wrists, knees, ankles). Its first 14 entries are a permutation of 0..13,
@@ -55,8 +56,6 @@ REFINE_CHUNK_ELEMENTS = 1 << 22
 NMS_CHUNK_ELEMENTS = 1 << 20
 # Columns of a grouped joint row: x, y, value, then the D tag components.
 X, Y, VALUE, FIRST_TAG = 0, 1, 2, 3
-
-AssignmentSolver = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def default_joint_order(num_joints: int) -> tuple[int, ...]:
@@ -85,6 +84,8 @@ class GroupingParams:
     joint types are skipped (TEST.IGNORE_TOO_MUCH). nms_kernel, nms_padding: the max-pool window
     (TEST.NMS_KERNEL, TEST.NMS_PADDING; 2 * padding + 1 must equal the kernel). adjust, refine:
     TEST.ADJUST, TEST.REFINE. joint_order: visiting order, None for ``default_joint_order``.
+    assignment_solver: the Hungarian solver, a name of assignment.ASSIGNMENT_SOLVERS
+    (TEST.ASSIGNMENT_SOLVER; 'munkres' breaks ties as the reference, 'scipy' is faster).
 
     unique_person_ids: fix for a reference defect. The reference keys persons by the first tag
     component of the candidate that started them, so two candidates with equal first tag
@@ -104,6 +105,7 @@ class GroupingParams:
     refine: bool = True
     joint_order: tuple[int, ...] | None = None
     unique_person_ids: bool = False
+    assignment_solver: str = "munkres"
 
     def __post_init__(self) -> None:
         if self.num_joints < 1:
@@ -119,12 +121,19 @@ class GroupingParams:
                 raise ValueError(f"joint_order {tuple(self.joint_order)} is not a permutation of "
                                  f"0..{self.num_joints - 1}")
             object.__setattr__(self, "joint_order", tuple(int(j) for j in self.joint_order))
+        if self.assignment_solver not in ASSIGNMENT_SOLVERS:
+            raise ValueError(f"assignment_solver {self.assignment_solver!r} is not one of "
+                             f"{sorted(ASSIGNMENT_SOLVERS)}")
 
     def visiting_order(self) -> tuple[int, ...]:
         """The joint types in the order match_by_tag visits them."""
         if self.joint_order is not None:
             return self.joint_order
         return default_joint_order(self.num_joints)
+
+    def solver(self, assignment: AssignmentSolver | None = None) -> AssignmentSolver:
+        """``assignment`` when given, else the solver assignment_solver names."""
+        return assignment or get_assignment_solver(self.assignment_solver)
 
 
 class Candidates(NamedTuple):
@@ -329,7 +338,7 @@ class _PersonTable:
 
 def match_by_tag(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
                  params: GroupingParams,
-                 assignment: AssignmentSolver = linear_sum_assignment) -> np.ndarray:
+                 assignment: AssignmentSolver | None = None) -> np.ndarray:
     """Group one image's candidates into persons; returns poses (P, J, 3 + D) float32.
 
     values (J, K), locations (J, K, 2) (x, y), tags (J, K, D): one image of Candidates. Persons
@@ -340,9 +349,11 @@ def match_by_tag(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
     detection_threshold are dropped. The first joint type with candidates starts one person per
     candidate. Every later one is matched against the first max_num_people persons (mean tags)
     by ``assignment`` (a rectangular linear-assignment solver returning row and column indices
-    with rows ascending, as scipy's linear_sum_assignment) on ``matching_cost``; a pair is kept
-    when its unrounded distance is below tag_threshold, otherwise the candidate starts a person.
+    with rows ascending, as scipy's linear_sum_assignment; None: params.assignment_solver) on
+    ``matching_cost``; a pair is kept when its unrounded distance is below tag_threshold,
+    otherwise the candidate starts a person.
     """
+    assignment = params.solver(assignment)
     num_joints = params.num_joints
     if values.shape[0] != num_joints:
         raise ValueError(f"expected candidates for {num_joints} joint types, got {values.shape[0]}")
@@ -528,7 +539,7 @@ def refine_pose(pose: np.ndarray, heatmaps: torch.Tensor | np.ndarray,
 
 
 def group_keypoints(heatmaps: torch.Tensor, tags: TagMaps, params: GroupingParams,
-                    assignment: AssignmentSolver = linear_sum_assignment,
+                    assignment: AssignmentSolver | None = None,
                     matcher: Callable[..., np.ndarray] | None = None) -> list[GroupedPoses]:
     """Decode a batch: persons and scores per image (HigherHRNet's HeatmapParser.parse).
 
@@ -538,8 +549,10 @@ def group_keypoints(heatmaps: torch.Tensor, tags: TagMaps, params: GroupingParam
     once for adjust. Scores are taken after adjust and before refine. Coordinates are in heatmap
     pixels (see bottomup.get_final_preds). matcher(values, locations, tags, params, assignment)
     -> poses groups one image's candidates; match_by_tag (the fixed joint order) when None.
+    assignment: the Hungarian solver; None for params.assignment_solver.
     """
     matcher = matcher or match_by_tag
+    assignment = params.solver(assignment)
     if heatmaps.shape[1] != params.num_joints:
         raise ValueError(f"heatmaps have {heatmaps.shape[1]} joint channels, "
                          f"the grouping expects {params.num_joints}")

@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from ..datasets.topdown import normalize_image
 from ..utils.transforms import get_affine_transform, transform_preds
@@ -339,11 +338,12 @@ def get_final_preds(poses: np.ndarray, center: Sequence[float], scale: Sequence[
 def infer_bottom_up(model: ModelCallable, image: np.ndarray, test_params: BottomUpTestParams,
                     grouping_params: GroupingParams, device: torch.device | str | None = None,
                     transform: Callable[[np.ndarray], torch.Tensor] | None = None,
-                    assignment: AssignmentSolver = linear_sum_assignment) -> BottomUpPrediction:
+                    assignment: AssignmentSolver | None = None) -> BottomUpPrediction:
     """The whole test-time pipeline for one (H, W, 3) uint8 RGB image.
 
     The model should be in eval mode. Returns the persons in image pixels and their scores
-    (mean joint value before refine), in the order the grouping found them.
+    (mean joint value before refine), in the order the grouping found them. assignment: the
+    grouping's Hungarian solver; None for grouping_params.assignment_solver.
     """
     maps = multi_scale_maps(model, image, test_params, grouping_params.num_joints, device,
                             transform)

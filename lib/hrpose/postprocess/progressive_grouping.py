@@ -39,7 +39,6 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .ae_grouping import (
     FIRST_TAG,
@@ -138,14 +137,15 @@ def _nearest_tag_distances(pending_tags: list[np.ndarray], person_tags: np.ndarr
 
 def progressive_match(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
                       params: GroupingParams,
-                      assignment: AssignmentSolver = linear_sum_assignment) -> ProgressiveMatch:
+                      assignment: AssignmentSolver | None = None) -> ProgressiveMatch:
     """Group one image's candidates into persons, visiting the easiest joint type next.
 
     values (J, K), locations (J, K, 2) (x, y), tags (J, K, D): one image of
     ae_grouping.Candidates. Seeding, selection, matching and stopping as in the module
-    docstring; ``assignment`` is a rectangular linear-assignment solver (scipy's by default).
-    Persons are listed in the order they were started.
+    docstring; ``assignment`` is a rectangular linear-assignment solver (None:
+    params.assignment_solver). Persons are listed in the order they were started.
     """
+    assignment = params.solver(assignment)
     num_joints = params.num_joints
     if values.shape[0] != num_joints:
         raise ValueError(f"expected candidates for {num_joints} joint types, got {values.shape[0]}")
@@ -185,7 +185,7 @@ def _progressive_poses(values: np.ndarray, locations: np.ndarray, tags: np.ndarr
 
 def group_keypoints_progressive(heatmaps: torch.Tensor, tags: TagMaps,
                                 params: GroupingParams,
-                                assignment: AssignmentSolver = linear_sum_assignment
+                                assignment: AssignmentSolver | None = None
                                 ) -> list[GroupedPoses]:
     """ae_grouping.group_keypoints with progressive matching: persons and scores per image.
 

@@ -23,14 +23,17 @@ Keypoint Estimates" (reference/bottomup.md sections 5.1, 5.3, 5.5) for one image
 5. back-projection with ``bottomup.get_final_preds``; optionally a rescore net (``rescore``).
 
 ``infer_regression`` runs it all and mirrors ``bottomup.infer_bottom_up``. Defaults reproduce the
-reference, defects included; the ``fix_*`` fields switch fixes on. The exception is the Gaussian
-fit: a batched Levenberg-Marquardt in NumPy with correct window coordinates instead of one scipy
-curve_fit per joint on a grid that is transposed for non-square windows (``fit_gaussian_windows``,
-``gaussian_fit_adjust``).
+reference, defects included; the ``fix_*`` fields and ``gaussian_fit`` 'corrected' switch fixes
+on. The Gaussian fit of the reference is scipy's curve_fit per joint on a grid that is transposed
+for non-square windows, with joints off the map fitted through negative-index wrap-around
+(``reference_gaussian_fit_adjust``, the default); the corrected one is a batched
+Levenberg-Marquardt in NumPy with correct window coordinates (``fit_gaussian_windows``,
+``corrected_gaussian_fit_adjust``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
@@ -38,6 +41,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import OptimizeWarning, curve_fit
 
 from ..datasets.topdown import normalize_image
 from .ae_grouping import heatmap_nms
@@ -58,6 +62,13 @@ FIT_TOLERANCE = 1.49012e-8
 FIT_INITIAL_DAMPING = 1e-3
 FIT_DAMPING_FACTOR = 10.0
 FIT_MAX_DAMPING = 1e10
+# The reference's curve_fit budget (function evaluations).
+REFERENCE_FIT_MAX_EVALUATIONS = 300
+# What curve_fit raises when a fit fails (no convergence, fewer pixels than parameters, ...);
+# the reference then leaves the joint as it is.
+FIT_FAILURES = (RuntimeError, ValueError, TypeError, np.linalg.LinAlgError)
+# TEST.GAUSSIAN_FIT values.
+GAUSSIAN_FITS = ("reference", "corrected")
 
 Rescorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -88,6 +99,9 @@ class RegressionTestParams:
     backproject_with_base_scale: the reference maps results back with the centre and scale of
     the last (smallest) test scale; True uses scale 1's (they differ only when size rounding
     changes the aspect ratio).
+    gaussian_fit (TEST.GAUSSIAN_FIT): 'reference', the reference's per-joint curve_fit with its
+    transposed grid and wrap-around (``reference_gaussian_fit_adjust``); 'corrected', every
+    window in its own coordinates (``corrected_gaussian_fit_adjust``).
     """
 
     num_joints: int
@@ -110,6 +124,7 @@ class RegressionTestParams:
     fix_absorb_index: bool = False
     fix_flip_upsample: bool = False
     backproject_with_base_scale: bool = False
+    gaussian_fit: str = "reference"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_factors", tuple(float(s) for s in self.scale_factors))
@@ -135,6 +150,8 @@ class RegressionTestParams:
         if self.gaussian_kernel < 1 or self.gaussian_sigma == 0:
             raise ValueError(f"gaussian_kernel must be >= 1 and gaussian_sigma non-zero, got "
                              f"{self.gaussian_kernel} and {self.gaussian_sigma}")
+        if self.gaussian_fit not in GAUSSIAN_FITS:
+            raise ValueError(f"gaussian_fit {self.gaussian_fit!r} is not one of {GAUSSIAN_FITS}")
 
     @classmethod
     def from_config(cls, cfg, keypoint_info=None, **overrides) -> "RegressionTestParams":
@@ -163,7 +180,7 @@ class RegressionTestParams:
             max_absorb_distance=test.MAX_ABSORB_DISTANCE,
             adjust_threshold=test.ADJUST_THRESHOLD, gaussian_kernel=test.GUASSIAN_KERNEL,
             gaussian_sigma=test.GUASSIAN_SIGMA, fix_absorb_index=test.FIX_ABSORB_INDEX,
-            fix_flip_upsample=test.FIX_FLIP_UPSAMPLE)
+            fix_flip_upsample=test.FIX_FLIP_UPSAMPLE, gaussian_fit=test.GAUSSIAN_FIT)
         values.update(overrides)
         try:
             return cls(**values)
@@ -712,6 +729,116 @@ def fit_gaussian_windows(windows: np.ndarray, valid: np.ndarray, initial: np.nda
 
 def gaussian_fit_adjust(poses: np.ndarray, heatmaps: np.ndarray, center_scores: np.ndarray,
                         params: RegressionTestParams) -> np.ndarray:
+    """Refine joints by a Gaussian fit on the heatmaps (the fit params.gaussian_fit names);
+    returns new poses (P, J, 3) float32. Arguments as corrected_gaussian_fit_adjust."""
+    if params.gaussian_fit == "reference":
+        return reference_gaussian_fit_adjust(poses, heatmaps, center_scores, params)
+    return corrected_gaussian_fit_adjust(poses, heatmaps, center_scores, params)
+
+
+def _gaussian_surface(samples: np.ndarray, amplitude: float, first_center: float,
+                      second_center: float, sigma: float) -> np.ndarray:
+    """A exp(-((a - a0)^2 + (b - b0)^2) / (2 s^2)) at samples (2, n) of coordinates (a, b)."""
+    first, second = samples
+    return amplitude * np.exp(-((second - second_center) ** 2 + (first - first_center) ** 2)
+                              / (2 * sigma ** 2))
+
+
+def reference_fit_samples(window_shape: tuple[int, int]) -> np.ndarray:
+    """The reference's sample coordinates (2, h * w) for a window's row-major pixels.
+
+    It pairs pixel k with (k // h, k % h) (a grid built for (w, h) and flattened against an
+    (h, w) window): the true (row, column) = (k // w, k % w) only when the window is square.
+    """
+    height, width = window_shape
+    return np.stack(np.divmod(np.arange(height * width, dtype=np.float64), height))
+
+
+def _reference_fit(window: np.ndarray, start: tuple[float, float, float, float]
+                   ) -> np.ndarray | None:
+    """curve_fit of the reference's model on one window; (A, row, column, s) or None on failure."""
+    samples = reference_fit_samples(window.shape)
+    try:
+        with warnings.catch_warnings():
+            # curve_fit warns when it cannot estimate the covariance, which is not used.
+            warnings.simplefilter("ignore", OptimizeWarning)
+            fitted, _ = curve_fit(_gaussian_surface, samples, window.ravel(), p0=start,
+                                  maxfev=REFERENCE_FIT_MAX_EVALUATIONS)
+    except FIT_FAILURES:
+        return None
+    return fitted
+
+
+def reference_gaussian_fit_adjust(poses: np.ndarray, heatmaps: np.ndarray,
+                                  center_scores: np.ndarray,
+                                  params: RegressionTestParams) -> np.ndarray:
+    """The reference's Gaussian fit, quirks included; returns new poses (P, J, 3) float32.
+
+    poses (P, J, 3) (x, y, score) in the maps' pixels; heatmaps (J, H, W); center_scores (P,).
+    For each joint with score > adjust_threshold: r = int(y + 0.5), c = int(x + 0.5) (in
+    float64, truncated); joints with r in {0, H - 1} or c in {0, W - 1} are skipped, but joints
+    off the map are not: Python indexing wraps negative r, c around (the starting amplitude is
+    heatmap[r, c]) and a window slice whose end is negative wraps too; indices beyond the map
+    fail and leave the joint. The window is heatmap[max(0, r - k):min(H - 1, r + k) + 1,
+    max(0, c - k):min(W - 1, c + k) + 1] (k = gaussian_kernel), fitted by scipy's curve_fit
+    (300 evaluations) on ``reference_fit_samples``' grid, transposed for windows that are not
+    square; start: that amplitude, (r, c) in window pixels, s = gaussian_sigma. A fit moves the
+    joint to the window origin + the fitted centre and scores it float32(A) x the centre score
+    in float32 (the reference multiplies by a float32 tensor); a failed fit leaves it. Fits are
+    cached per joint type and (r, c), as the reference's. Joints at non-finite positions (the
+    reference would crash on them) are left.
+    """
+    poses = np.array(poses, dtype=np.float32, copy=True)
+    heatmaps = np.asarray(heatmaps, dtype=np.float32)
+    center_scores = np.asarray(center_scores, dtype=np.float32)
+    _, height, width = heatmaps.shape
+    half = int(params.gaussian_kernel)
+    # The reference's float32 scalars met Python floats, which NumPy then computed in float64.
+    values = poses.astype(np.float64)
+    finite = np.isfinite(values[..., 0]) & np.isfinite(values[..., 1])
+    selected = finite & (values[..., 2] > params.adjust_threshold)
+    rounded = np.where(finite[..., None], values[..., :2], 0.0) + 0.5
+    columns = np.trunc(rounded[..., 0]).astype(np.int64)
+    rows = np.trunc(rounded[..., 1]).astype(np.int64)
+    fits: dict[tuple[int, int, int], np.ndarray | None] = {}
+    for person, joint in zip(*np.nonzero(selected)):
+        row, column = int(rows[person, joint]), int(columns[person, joint])
+        if row in (0, height - 1) or column in (0, width - 1):
+            continue
+        key = (int(joint), row, column)
+        if key not in fits:
+            fits[key] = _reference_window_fit(heatmaps[joint], row, column, half,
+                                              float(params.gaussian_sigma))
+        fit = fits[key]
+        if fit is None:
+            continue
+        top, left, amplitude, fitted_row, fitted_column = fit
+        poses[person, joint, 0] = left + fitted_column
+        poses[person, joint, 1] = top + fitted_row
+        poses[person, joint, 2] = np.float32(amplitude) * center_scores[person]
+    return poses
+
+
+def _reference_window_fit(heatmap: np.ndarray, row: int, column: int, half: int,
+                          sigma: float) -> np.ndarray | None:
+    """(top, left, A, row, column) of the reference's fit around (row, column), or None."""
+    height, width = heatmap.shape
+    if not (-height <= row < height and -width <= column < width):
+        return None    # the reference's heatmap[row][column] raises IndexError
+    top, left = max(0, row - half), max(0, column - half)
+    bottom, right = min(height - 1, row + half), min(width - 1, column + half)
+    # Plain Python slices, so negative ends wrap around as in the reference.
+    window = heatmap[top:bottom + 1, left:right + 1]
+    start = (float(heatmap[row, column]), float(row - top), float(column - left), sigma)
+    fitted = _reference_fit(window, start)
+    if fitted is None:
+        return None
+    return np.array([top, left, fitted[0], fitted[1], fitted[2]])
+
+
+def corrected_gaussian_fit_adjust(poses: np.ndarray, heatmaps: np.ndarray,
+                                  center_scores: np.ndarray,
+                                  params: RegressionTestParams) -> np.ndarray:
     """Refine joints by a Gaussian fit on the heatmaps; returns new poses (P, J, 3) float32.
 
     poses (P, J, 3) (x, y, score) in the maps' pixels; heatmaps (J, H, W); center_scores (P,).

@@ -16,7 +16,6 @@ from typing import Callable, NamedTuple, Sequence
 import cv2
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from ..utils.transforms import get_affine_transform
 from .ae_grouping import AssignmentSolver, GroupingParams
@@ -49,7 +48,7 @@ def infer_bottom_up_with_maps(model: ModelCallable, image: np.ndarray,
                               grouping: str | GroupingFunction = "fixed",
                               device: torch.device | str | None = None,
                               transform: Callable[[np.ndarray], torch.Tensor] | None = None,
-                              assignment: AssignmentSolver = linear_sum_assignment
+                              assignment: AssignmentSolver | None = None
                               ) -> BottomUpWithMaps:
     """The bottom-up pipeline for one (H, W, 3) uint8 RGB image, keeping the aggregated maps.
 
