@@ -25,7 +25,7 @@ from ..datasets.synthetic import (DETECTION_FILE, generate_synthetic_dataset,
                                   synthetic_dataset_exists)
 from ..datasets.topdown import read_image
 from ..errors import DataError
-from ..evaluation._atomic import atomic_write
+from ..utils.io import atomic_write
 from ..evaluation.results import load_keypoint_results
 from ..utils.io import read_json
 from ..utils.render import render_results
@@ -162,7 +162,7 @@ def write_demo_video(annotation_path: str, images_dir: str, output_dir: str,
         if detections is not None:
             written_detections = os.path.join(output_dir, f"{name}_detections.json")
             with atomic_write(written_detections, "w") as handle:
-                json.dump(detections, handle)
+                json.dump(detections, handle, allow_nan=False)
         os.replace(temporary, video_file)
     except BaseException:
         writer.release()
