@@ -161,6 +161,23 @@ def test_a_finished_run_without_checkpoint_is_not_offered_a_resume(repo_root, ti
     assert os.listdir(out) == ["final_state.pth"]
 
 
+def test_a_rerun_demo_moves_the_earlier_run_aside(repo_root, tiny_data, tmp_path):
+    # tools/demo.py passes overwrite: `make demo` is meant to be run again.
+    cfg = tiny_config(repo_root, tiny_data, tmp_path)
+    out = tmp_path.joinpath(*RUN)
+    (out / "results").mkdir(parents=True)
+    earlier = {"model_best.pth": b"best", "final_state.pth": b"final",
+               "results/keypoints_val_results.json": b"[]",
+               "w16_128x96_adam_lr2e-3_demo_config.yaml": b"SEED: 1"}
+    for name, content in earlier.items():
+        (out / name).write_bytes(content)
+    paths = create_run(cfg, SYNTHETIC_CFG, "demo", overwrite=True)
+    previous = [path for path in out.iterdir() if path.name.startswith("previous-")]
+    assert len(previous) == 1 and folder_bytes(previous[0]) == earlier
+    assert run_dir.earlier_run_outputs(paths.output_dir) == []
+    assert (out / "w16_128x96_adam_lr2e-3_demo_config.yaml").read_text() == cfg.dump()
+
+
 def test_torchrun_processes_stop_together_on_a_refused_folder(repo_root, tiny_data, tmp_path):
     out = tmp_path.joinpath(*RUN)
     out.mkdir(parents=True)

@@ -385,7 +385,7 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
     shapes = {INPUT_NAME: symbolic(INPUT_NAME, shape)}
     shapes.update({name: symbolic(name, output.shape) for name, output in zip(names, kept)})
 
-    with atomic_path(exported.path) as temporary_path:
+    with atomic_path(exported.path, keep_suffix=True) as temporary_path:
         temporary = str(temporary_path)
         try:
             messages = _torchscript_export(ExportModule(traced, last_only), example, temporary,

@@ -94,9 +94,10 @@ class DivergenceMonitor:
                 f"for {self.streak} iterations, from epoch {first_epoch}, iteration "
                 f"{first_iteration} to epoch {epoch}, iteration {iteration} (global step "
                 f"{global_step}): loss {total:.3e} vs {self.level:.3e}{self._worst_term(terms)}."
-                f" checkpoint.pth and model_best.pth were last written before it rose. Lower "
-                f"TRAIN.LR or add warm-up (TRAIN.WARMUP_ITERS); TRAIN.DIVERGENCE_FACTOR and "
-                f"TRAIN.DIVERGENCE_PATIENCE set the check (0 turns it off)")
+                f" Nothing was saved since it rose: checkpoint.pth and model_best.pth, if any, "
+                f"hold the weights from before. Lower TRAIN.LR or add warm-up "
+                f"(TRAIN.WARMUP_ITERS); TRAIN.DIVERGENCE_FACTOR and TRAIN.DIVERGENCE_PATIENCE "
+                f"set the check (0 turns it off)")
 
 
 @dataclass

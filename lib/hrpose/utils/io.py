@@ -16,8 +16,9 @@ from ..errors import DataError, DataFileNotFoundError
 
 logger = logging.getLogger(__name__)
 
-# Temporary files of atomic writes: '.<target name>.<pid>-<8 hex digits>.tmp' beside the target.
-_TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+# Temporary files of atomic writes: '.<target name>.<pid>-<8 hex digits>.tmp' beside the target,
+# plus the target's extension for writers that choose the format by it ('.tmp.mp4').
+_TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.\w+)?$")
 # What checkpoint writes left behind before the helper above existed ('.tmp-XXXXXXXX.pth').
 _LEGACY_CHECKPOINT_TEMPORARY = re.compile(r"^\.tmp-[A-Za-z0-9_]{8}\.pth$")
 
@@ -34,10 +35,12 @@ def read_json(path: str | os.PathLike, description: str, hint: str = "") -> Any:
         raise DataError(f"{description} file '{path}' is not valid JSON: {error}") from None
 
 
-def temporary_sibling(path: str | os.PathLike) -> Path:
-    """A new, unique temporary name beside path (same folder, so os.replace is atomic)."""
+def temporary_sibling(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
+    """A new, unique temporary name beside path (same folder, so os.replace is atomic); with
+    keep_suffix it ends in path's extension too."""
     target = Path(path)
-    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    suffix = target.suffix if keep_suffix else ""
+    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -59,9 +62,10 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer that wants a file name; once the block
     finishes it is synced to disk and renamed over ``path``, and on an exception it is removed.
+    keep_suffix gives it path's extension, for writers that pick the format by it (OpenCV).
 
     Readers never see a half-written file and a crash leaves the previous version in place. The
     file gets the permissions of any new file under the user's umask (mkstemp would give 0600,
@@ -69,7 +73,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(target)
+    temporary = temporary_sibling(target, keep_suffix)
     try:
         yield temporary
         _fsync_file(temporary)
