@@ -268,6 +268,23 @@ def test_divergence_monitor_ignores_noise_and_trips_on_an_explosion():
         off.observe(value, {}, 0, 0, 0)
 
 
+def test_fp16_overflow_steps_skipped_by_the_scaler_trip_nothing(repo_root, tiny_data, tmp_path,
+                                                               tiny_model, monkeypatch):
+    # A first loss scale of 2^24 overflows float16 gradients: the scaler skips those steps and
+    # halves the scale, which is normal mixed-precision training, not divergence.
+    scaler_class = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler",
+                        lambda device, enabled: scaler_class(device, init_scale=2.0 ** 24,
+                                                             enabled=enabled))
+    cfg = tiny_config(repo_root, tiny_data, tmp_path, "TRAIN.AMP", "fp16", "TRAIN.END_EPOCH",
+                      "2", "TRAIN.CHECKPOINT_EVERY", "1", "TRAIN.DIVERGENCE_PATIENCE", "1")
+    trainer.train(cfg, create_run(cfg, SYNTHETIC_CFG, "train"))
+    out = tmp_path.joinpath(*RUN)
+    checkpoint = load_checkpoint_file(str(out / "checkpoint.pth"))
+    assert checkpoint["global_step"] == 6 and checkpoint["scaler"]["scale"] < 2.0 ** 24
+    assert finite(checkpoint["state_dict"]) and (out / "final_state.pth").is_file()
+
+
 def test_best_model_is_replaced_only_on_strict_improvement(repo_root, tiny_data, tmp_path,
                                                            tiny_model, monkeypatch):
     indicators = iter([0.5, 0.5, 0.7, 0.7])
