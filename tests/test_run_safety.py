@@ -17,7 +17,8 @@ from torch import nn
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import run_dir, trainer
-from hrpose.engine.checkpoint import load_checkpoint_file, load_model_weights, save_checkpoint_atomic
+from hrpose.engine.checkpoint import (load_checkpoint_file, load_model_weights,
+                                     save_checkpoint_atomic)
 from hrpose.engine.loop import DivergenceError, DivergenceMonitor
 from hrpose.engine.run_dir import create_run
 from hrpose.evaluation.pckh import save_mpii_predictions

@@ -187,16 +187,21 @@ def _checkpoint(cfg: CfgNode, model, optimizer, scaler, state: TrainingState,
 def check_finite_weights(model: torch.nn.Module, name: str, where: str) -> None:
     """Raise NonFiniteWeightsError, on every process together, when a parameter or buffer of
     model holds NaN or inf; name is the file that is then not written, where says when."""
-    bad = non_finite_tensors(unwrap_model(model).state_dict())
+    bare = unwrap_model(model)
+    state_dict = bare.state_dict()
+    bad = non_finite_tensors(state_dict)
     # Processes may differ (e.g. unsynchronised BatchNorm statistics): any one stops them all.
-    if all_reduce_mean(torch.tensor([float(len(bad))])).item() == 0:
+    # The count lives on the model's device, where NCCL can reduce it.
+    device = next(bare.parameters()).device
+    if all_reduce_mean(torch.tensor([float(len(bad))], device=device)).item() == 0:
         return
     shown = ", ".join(bad[:3]) + (f", ... ({len(bad) - 3} more)" if len(bad) > 3 else "")
+    detail = (f"in {len(bad)} of {len(state_dict)} tensors ({shown})" if bad
+              else "on another process")
     raise NonFiniteWeightsError(
-        f"the model's weights became NaN or infinite {where} ({len(bad)} tensors on this "
-        f"process{': ' + shown if bad else ''}); {name} was not written, so the files on disk "
-        f"keep the last finite weights. Lower TRAIN.LR or add warm-up (TRAIN.WARMUP_ITERS), or "
-        f"train in float32 (TRAIN.AMP off)")
+        f"the model's weights became NaN or infinite {where}, {detail}; {name} was not "
+        f"written, so the files on disk keep the last finite weights. Lower TRAIN.LR or add "
+        f"warm-up (TRAIN.WARMUP_ITERS), or train in float32 (TRAIN.AMP off)")
 
 
 def summary_name(name: str) -> str:
