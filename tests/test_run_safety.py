@@ -355,14 +355,17 @@ def test_create_run_removes_only_stale_temporaries(repo_root, tiny_data, tmp_pat
     stale = [f".checkpoint.pth.{dead}-0123abcd.tmp", ".tmp-k3_x9ab2.pth"]
     kept = [f".checkpoint.pth.{os.getpid()}-89abcdef.tmp",  # a write in progress
             "notes.tmp", ".tmp-notes.txt", "model.pth"]
-    for name in stale + kept:
+    stale_result = f"results/.keypoints_val_results.json.{dead}-4567cdef.tmp"
+    (out / "results").mkdir()
+    for name in stale + kept + [stale_result]:
         (out / name).write_bytes(b"x" * 100)
     with caplog.at_level(logging.INFO, logger="hrpose"):
         create_run(cfg, SYNTHETIC_CFG, "valid")
     names = set(os.listdir(out))
     assert names.isdisjoint(stale) and set(kept) <= names
+    assert os.listdir(out / "results") == []
     removed = [record.getMessage() for record in caplog.records if "removed" in record.getMessage()]
-    assert len(removed) == 2 and all("(100 bytes)" in line for line in removed)
+    assert len(removed) == 3 and all("(100 bytes)" in line for line in removed)
 
 
 def test_interrupted_checkpoint_write_leaves_a_temporary_that_the_next_run_removes(tmp_path):

@@ -89,11 +89,13 @@ def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> Non
 
 
 def earlier_run_outputs(output_dir: str) -> list[str]:
-    """The RUN_OUTPUTS present in output_dir (an empty results/ folder does not count)."""
+    """The RUN_OUTPUTS present in output_dir (a results/ folder holding only hidden files, such
+    as a killed write's temporary, does not count)."""
     found = []
     for name in RUN_OUTPUTS:
         path = os.path.join(output_dir, name.rstrip("/"))
-        if name.endswith("/") and os.path.isdir(path) and os.listdir(path):
+        if name.endswith("/") and os.path.isdir(path) and any(
+                not entry.startswith(".") for entry in os.listdir(path)):
             found.append(name)
         elif not name.endswith("/") and os.path.isfile(path):
             found.append(name)
@@ -182,8 +184,8 @@ def create_run(cfg: CfgNode, cfg_path: str, phase: str, overwrite: bool = False)
 
     A training phase ('train', 'demo') first checks the output folder (guard_output_dir): it
     does not start over an earlier run's checkpoints and results unless it resumes them or
-    overwrite moves them aside. Temporary files that killed writes left in the folder are
-    removed. Under torchrun only rank 0 writes; the other processes print warnings and errors
+    overwrite moves them aside. Temporary files that killed writes left in the folder and its
+    results/ are removed. Under torchrun only rank 0 writes; the other processes print warnings and errors
     only, so the console shows one log.
     """
     paths = make_run_paths(cfg, cfg_path, phase)
@@ -198,7 +200,8 @@ def create_run(cfg: CfgNode, cfg_path: str, phase: str, overwrite: bool = False)
     setup_logging(paths.log_file)
     if moved:
         logger.info("moved the earlier run's files in %s into %s", paths.output_dir, moved)
-    remove_stale_temporaries(paths.output_dir)
+    for folder in (paths.output_dir, os.path.join(paths.output_dir, "results")):
+        remove_stale_temporaries(folder)
     config_file = os.path.join(paths.output_dir, f"{config_stem(cfg_path)}_{phase}_config.yaml")
     with atomic_write(config_file, "w") as handle:
         handle.write(cfg.dump())
