@@ -18,12 +18,12 @@ from yacs.config import CfgNode
 from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import build_bottomup_dataset, build_topdown_dataset
 from ..datasets.regression import collate_regression_batch
+from ..errors import HrposeError
 from ..evaluation.table import log_name_value_table
 from ..losses.associative_embedding import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
-from ..errors import HrposeError
 from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
                          load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
 from .device import (apply_sync_batchnorm, autocast_dtype, check_sync_batchnorm, memory_format,
