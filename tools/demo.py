@@ -2,7 +2,8 @@
 
 Trains the experiment, validates it, draws its predictions on a few val images (demo_images/),
 then runs the trained model on a short video made of the first val images and writes the
-annotated video and the poses of every frame (demo_video/).
+annotated video and the poses of every frame (demo_video/). Re-running it starts over: the earlier
+run's checkpoints and results move into <output folder>/previous-<time>/ first.
 """
 
 import argparse
@@ -19,7 +20,8 @@ def main() -> None:
     add_config_arguments(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
-    paths = create_run(cfg, args.cfg, "demo")
+    # `make demo` is meant to be re-run; the earlier files are moved aside, not overwritten.
+    paths = create_run(cfg, args.cfg, "demo", overwrite=True)
     result = run_demo(cfg, paths, config_file=args.cfg)
     logger = logging.getLogger("hrpose.demo")
     logger.info("demo finished: best AP %.3f; run folder %s", result.best, paths.output_dir)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -57,6 +56,7 @@ from ..datasets.topdown import IMAGENET_MEAN, IMAGENET_STD
 from ..engine.checkpoint import CheckpointError, load_model_weights
 from ..errors import HrposeError
 from ..models import build_model
+from ..utils.io import atomic_path
 from ..models.backbones.hrnext import KernelAggregation
 from ..models.complexity import network_input_size
 
@@ -309,13 +309,6 @@ def _finish_file(path: str, metadata: dict[str, str]) -> None:
     onnx.save(model, path)
 
 
-def _make_readable(path: str) -> None:
-    """Give a temporary file (created 0600) the permissions a new file gets under the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _import_onnx():
     try:
         import onnx
@@ -392,11 +385,8 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
     shapes = {INPUT_NAME: symbolic(INPUT_NAME, shape)}
     shapes.update({name: symbolic(name, output.shape) for name, output in zip(names, kept)})
 
-    folder = os.path.dirname(exported.path)
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
-    os.close(handle)
-    try:
+    with atomic_path(exported.path, keep_suffix=True) as temporary_path:
+        temporary = str(temporary_path)
         try:
             messages = _torchscript_export(ExportModule(traced, last_only), example, temporary,
                                            names, dynamic_axes, opset)
@@ -409,12 +399,6 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
             logger.log(level, "exporter: %s", message)
         _finish_file(temporary, _metadata(cfg, exported, weights or cfg.TEST.MODEL_FILE or
                                           "random initialisation", shapes))
-        _make_readable(temporary)
-        os.replace(temporary, exported.path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
     logger.info("exported %s to %s: %s %s -> %s", cfg.MODEL.NAME, exported.path, INPUT_NAME,
                 shapes[INPUT_NAME], "; ".join(f"{n} {shapes[n]}" for n in names))
     return exported

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from ..datasets.images import native_stderr_silenced, read_image
 from ..errors import DataError, DataFileNotFoundError
-from ..evaluation._atomic import atomic_write
+from ..utils.io import atomic_write
 from ..evaluation.results import to_json_compatible
 from ..postprocess.tag_maps import render_heatmap, render_tag_map, warp_to_image
 from ..utils.vis import draw_poses, save_image

@@ -186,6 +186,10 @@ _C.TRAIN.BASE_BATCH_SIZE = 0
 # Also write checkpoint.pth every CHECKPOINT_EVERY iterations (0: only after each epoch), so a
 # killed run resumes in the middle of its epoch.
 _C.TRAIN.CHECKPOINT_EVERY = 0
+# Stop a diverging run: a loss above DIVERGENCE_FACTOR x its running average for
+# DIVERGENCE_PATIENCE iterations in a row (0 in either turns the check off).
+_C.TRAIN.DIVERGENCE_FACTOR = 100.0
+_C.TRAIN.DIVERGENCE_PATIENCE = 10
 
 _C.TEST = CN()
 _C.TEST.BATCH_SIZE_PER_GPU = 32

@@ -138,6 +138,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                                              "len(GPUS))"),
     "TRAIN.CHECKPOINT_EVERY": (_non_negative, "a non-negative number of iterations (0: at "
                                               "epoch ends only)"),
+    "TRAIN.DIVERGENCE_FACTOR": (_non_negative, "a non-negative number (0: no divergence check)"),
+    "TRAIN.DIVERGENCE_PATIENCE": (_non_negative, "a non-negative integer (0: no divergence check)"),
     "TRAIN.WARMUP_RATIO": (lambda value: 0 <= value <= 1, "a number from 0 to 1"),
     "TEST.BATCH_SIZE_PER_GPU": (_positive, "a positive integer"),
     "TEST.OKS_THRE": (_positive, "a positive number"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from typing import Any, Mapping
 
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import HrposeError
+from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,32 @@ def compare_state_dicts(expected: Mapping[str, torch.Tensor],
     return missing, unexpected, mismatched
 
 
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity.
+
+    One fused max-norm over all of them and one host sync: cheap enough before every save.
+    """
+    names = [name for name, tensor in state_dict.items()
+             if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+             and tensor.numel()]
+    if not names:
+        return []
+    # The max-norm is NaN or inf exactly when the tensor holds one (NaN propagates through max).
+    norms = torch._foreach_norm([state_dict[name].detach() for name in names], float("inf"))
+    finite = torch.stack([norm.float() for norm in norms]).isfinite().tolist()
+    return [name for name, ok in zip(names, finite) if not ok]
+
+
+def warn_if_non_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """One warning naming source when tensors hold NaN or inf: such a model predicts nothing
+    sensible (evaluation gives AP 0) although it loads."""
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        logger.warning("%s holds NaN or infinite values in %d of %d tensors (%s): it was saved "
+                       "from a diverged run, and its predictions are meaningless", source,
+                       len(bad), len(state_dict), _format_keys(bad, 3))
+
+
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                            source: str = "checkpoint") -> None:
     """Load every tensor or fail with one error listing missing, unexpected and mis-shaped keys."""
@@ -106,6 +132,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         if mismatched:
             lines.append(f"  mis-shaped keys ({len(mismatched)}): {_format_keys(mismatched, 5)}")
         raise CheckpointError("\n".join(lines))
+    warn_if_non_finite(state_dict, source)
     model.load_state_dict(state_dict, strict=False)
 
 
@@ -132,16 +159,8 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def save_checkpoint_atomic(obj: Any, path: str) -> None:
-    """torch.save into a temporary file beside path, then rename, so no half-written file remains."""
+    """torch.save into a temporary file beside path, synced and renamed over it, so no
+    half-written file remains (see hrpose.utils.io.atomic_write)."""
     _check_plain(obj, "checkpoint")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_write(path, "wb") as stream:
+        torch.save(obj, stream)

@@ -3,7 +3,6 @@ trained model on a short video made from the validation images."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from ..datasets.synthetic import (DETECTION_FILE, generate_synthetic_dataset,
                                   synthetic_dataset_exists)
 from ..datasets.topdown import read_image
 from ..errors import DataError
-from ..evaluation._atomic import atomic_write
+from ..utils.io import atomic_path, atomic_write
 from ..evaluation.results import load_keypoint_results
 from ..utils.io import read_json
 from ..utils.render import render_results
@@ -146,29 +145,23 @@ def write_demo_video(annotation_path: str, images_dir: str, output_dir: str,
             _even(max(image.shape[0] for image in images)))
     detections = frame_detections(detection_file, image_ids) if detection_file else None
 
-    os.makedirs(output_dir, exist_ok=True)
     video_file = os.path.join(output_dir, f"{name}.mp4")
-    temporary = os.path.join(output_dir, f".{name}.partial.mp4")
-    writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*VIDEO_CODEC), fps, size)
-    try:
-        if not writer.isOpened():
-            raise DataError(f"cannot write the demo video '{video_file}': cv2.VideoWriter with "
-                            f"codec {VIDEO_CODEC} at {size[0]}x{size[1]} did not open (OpenCV "
-                            f"built without FFmpeg, or the folder is not writable)")
-        for image in images:
-            writer.write(pad_to_canvas(image, size))
-        writer.release()
-        written_detections = None
+    written_detections = None
+    with atomic_path(video_file, keep_suffix=True) as temporary:
+        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*VIDEO_CODEC), fps, size)
+        try:
+            if not writer.isOpened():
+                raise DataError(f"cannot write the demo video '{video_file}': cv2.VideoWriter "
+                                f"with codec {VIDEO_CODEC} at {size[0]}x{size[1]} did not open "
+                                f"(OpenCV built without FFmpeg, or the folder is not writable)")
+            for image in images:
+                writer.write(pad_to_canvas(image, size))
+        finally:
+            writer.release()
         if detections is not None:
             written_detections = os.path.join(output_dir, f"{name}_detections.json")
             with atomic_write(written_detections, "w") as handle:
-                json.dump(detections, handle)
-        os.replace(temporary, video_file)
-    except BaseException:
-        writer.release()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
+                json.dump(detections, handle, allow_nan=False)
     logger.info("demo video: %d frames of %dx%d at %.1f fps in %s%s", len(images), size[0],
                 size[1], fps, video_file,
                 f"; {len(detections)} person boxes by frame in {written_detections}"

@@ -1,4 +1,5 @@
-"""One training epoch for every paradigm: autocast, loss scaling, schedule, NaN check, progress."""
+"""One training epoch for every paradigm: autocast, loss scaling, schedule, NaN and divergence
+checks, progress."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -24,6 +25,79 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(HrposeError, FloatingPointError):
     """A NaN or infinite training loss; the message names the iteration and the loss terms."""
+
+
+class DivergenceError(HrposeError, FloatingPointError):
+    """A finite training loss that stays far above its running level: the run has diverged."""
+
+
+@dataclass
+class DivergenceMonitor:
+    """Notices a diverging run whose loss explodes but stays finite (e.g. a far too high rate).
+
+    The running level is an exponential average of the losses that were not outliers; a loss
+    above factor x that level is an outlier, and patience outliers in a row stop the run. A
+    factor or patience of 0 turns the check off. Every process sees the same (process-averaged)
+    losses, so all of them stop together.
+    """
+
+    factor: float
+    patience: int
+    smoothing: float = 0.9  # weight of the past level in each update
+    level: float = 0.0  # 0: not yet known
+    term_levels: dict[str, float] = field(default_factory=dict)
+    streak: int = 0  # outliers in a row
+    streak_start: tuple[int, int] = (0, 0)  # (epoch, iteration) of the streak's first outlier
+
+    @property
+    def enabled(self) -> bool:
+        return self.factor > 0 and self.patience > 0
+
+    @property
+    def suspect(self) -> bool:
+        """Whether the latest loss was an outlier: weights saved now may be diverged ones."""
+        return self.streak > 0
+
+    def observe(self, total: float, terms: dict[str, float], epoch: int, iteration: int,
+                global_step: int) -> None:
+        """Take one iteration's finite loss; raise DivergenceError on the patience-th outlier."""
+        if not self.enabled:
+            return
+        if self.level > 0 and total > self.factor * self.level:
+            if self.streak == 0:
+                self.streak_start = (epoch, iteration)
+            self.streak += 1
+            if self.streak >= self.patience:
+                raise DivergenceError(self._message(total, terms, epoch, iteration, global_step))
+            return
+        self.streak = 0
+        self.level = self._smoothed(self.level, total)
+        for name, value in terms.items():
+            self.term_levels[name] = self._smoothed(self.term_levels.get(name, 0.0), value)
+
+    def _smoothed(self, level: float, value: float) -> float:
+        return value if level <= 0 else self.smoothing * level + (1 - self.smoothing) * value
+
+    def _worst_term(self, terms: dict[str, float]) -> str:
+        ratios = {name: value / self.term_levels[name] for name, value in terms.items()
+                  if self.term_levels.get(name, 0.0) > 0}
+        if not ratios:
+            return ""
+        name = max(ratios, key=ratios.get)
+        return (f"; the term that grew most is '{name}' = {terms[name]:.3e} (running level "
+                f"{self.term_levels[name]:.3e})")
+
+    def _message(self, total: float, terms: dict[str, float], epoch: int, iteration: int,
+                 global_step: int) -> str:
+        first_epoch, first_iteration = self.streak_start
+        return (f"training diverged: the loss has been above {self.factor:g} x its running level "
+                f"for {self.streak} iterations, from epoch {first_epoch}, iteration "
+                f"{first_iteration} to epoch {epoch}, iteration {iteration} (global step "
+                f"{global_step}): loss {total:.3e} vs {self.level:.3e}{self._worst_term(terms)}."
+                f" Nothing was saved since it rose: checkpoint.pth and model_best.pth, if any, "
+                f"hold the weights from before. Lower TRAIN.LR or add warm-up "
+                f"(TRAIN.WARMUP_ITERS); TRAIN.DIVERGENCE_FACTOR and TRAIN.DIVERGENCE_PATIENCE "
+                f"set the check (0 turns it off)")
 
 
 @dataclass
@@ -58,6 +132,8 @@ class EpochOptions:
     after_step: Callable[[int, int], None] | None = None
     # A tqdm bar (log lines print above it): None decides (rank 0 with stderr on a terminal).
     show_progress: bool | None = None
+    # Stops a run whose loss explodes; kept by the caller across epochs. None: no check.
+    divergence: DivergenceMonitor | None = None
 
     def autocast(self, device: torch.device):
         """The context the model's forward pass runs in; the loss is computed outside it."""
@@ -176,6 +252,9 @@ def run_epoch(step: Callable[[nn.Module, object, torch.device, EpochOptions], St
             output = step(model, batch, device, options)
             loss_value, term_values = _loss_values(output)
             check_finite_loss(loss_value, term_values, epoch, iteration, global_step)
+            if options.divergence is not None:
+                options.divergence.observe(loss_value, term_values, epoch, iteration,
+                                           global_step)
 
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(output.loss).backward()

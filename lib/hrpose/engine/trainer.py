@@ -18,19 +18,20 @@ from yacs.config import CfgNode
 from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import build_bottomup_dataset, build_topdown_dataset
 from ..datasets.regression import collate_regression_batch
+from ..errors import HrposeError
 from ..evaluation.table import log_name_value_table
 from ..losses.associative_embedding import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
 from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
-                         load_state_dict_strict, save_checkpoint_atomic)
+                         load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
 from .device import (apply_sync_batchnorm, autocast_dtype, check_sync_batchnorm, memory_format,
                      select_device)
-from .distributed import (ShardSampler, TrainSampler, broadcast_from_main, distributed_session,
-                          gather_to_main, is_main_process, rank, unwrap_model, world_size,
-                          wrap_model)
-from .loop import EpochOptions
+from .distributed import (ShardSampler, TrainSampler, all_reduce_mean, broadcast_from_main,
+                          distributed_session, gather_to_main, is_main_process, rank,
+                          unwrap_model, world_size, wrap_model)
+from .loop import DivergenceMonitor, EpochOptions
 from .run_dir import RunPaths
 from .schedule import base_learning_rate, learning_rate_factor, recipe_batch_size
 from .seeding import enable_deterministic_mode, mixed_seed, seed_everything, seed_worker
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pth"
 BEST_MODEL_NAME = "model_best.pth"
 FINAL_MODEL_NAME = "final_state.pth"
+
+
+class NonFiniteWeightsError(HrposeError, FloatingPointError):
+    """Model weights that became NaN or infinite: they are not saved, and the run stops."""
 
 
 class Paradigm(NamedTuple):
@@ -179,6 +184,26 @@ def _checkpoint(cfg: CfgNode, model, optimizer, scaler, state: TrainingState,
     }
 
 
+def check_finite_weights(model: torch.nn.Module, name: str, where: str) -> None:
+    """Raise NonFiniteWeightsError, on every process together, when a parameter or buffer of
+    model holds NaN or inf; name is the file that is then not written, where says when."""
+    bare = unwrap_model(model)
+    state_dict = bare.state_dict()
+    bad = non_finite_tensors(state_dict)
+    # Processes may differ (e.g. unsynchronised BatchNorm statistics): any one stops them all.
+    # The count lives on the model's device, where NCCL can reduce it.
+    device = next(bare.parameters()).device
+    if all_reduce_mean(torch.tensor([float(len(bad))], device=device)).item() == 0:
+        return
+    shown = ", ".join(bad[:3]) + (f", ... ({len(bad) - 3} more)" if len(bad) > 3 else "")
+    detail = (f"in {len(bad)} of {len(state_dict)} tensors ({shown})" if bad
+              else "on another process")
+    raise NonFiniteWeightsError(
+        f"the model's weights became NaN or infinite {where}, {detail}; {name} was not "
+        f"written, so the files on disk keep the last finite weights. Lower TRAIN.LR or add "
+        f"warm-up (TRAIN.WARMUP_ITERS), or train in float32 (TRAIN.AMP off)")
+
+
 def summary_name(name: str) -> str:
     """A metric name as TensorBoard accepts it without a warning: 'AP (M)' -> 'AP_M'."""
     return re.sub(r"[^A-Za-z0-9_.]+", "_", name).strip("_")
@@ -269,9 +294,20 @@ def _train(cfg: CfgNode, paths: RunPaths, device: torch.device) -> float:
                 "channels-last" if memory_format(cfg, device) == torch.channels_last
                 else "contiguous")
 
-    def save(name: str, content) -> None:
+    divergence = DivergenceMonitor(cfg.TRAIN.DIVERGENCE_FACTOR, cfg.TRAIN.DIVERGENCE_PATIENCE)
+
+    def save(name: str, content: Callable[[], dict], where: str) -> bool:
+        """Write content() as name unless the weights are suspect; True when written."""
+        if divergence.suspect:
+            if main:
+                logger.warning("not writing %s %s: the loss is above %g x its running level "
+                               "since epoch %d, iteration %d", name, where, divergence.factor,
+                               *divergence.streak_start)
+            return False
+        check_finite_weights(model, name, where)
         if main:
-            save_checkpoint_atomic(content, os.path.join(paths.output_dir, name))
+            save_checkpoint_atomic(content(), os.path.join(paths.output_dir, name))
+        return True
 
     def checkpoint_every(epoch: int) -> Callable[[int, int], None] | None:
         every = cfg.TRAIN.CHECKPOINT_EVERY
@@ -282,7 +318,9 @@ def _train(cfg: CfgNode, paths: RunPaths, device: torch.device) -> float:
             if global_step % every == 0:
                 now = dataclasses.replace(state, epoch=epoch, iteration=done,
                                           global_step=global_step)
-                save(CHECKPOINT_NAME, _checkpoint(cfg, model, optimizer, scaler, now, layout))
+                save(CHECKPOINT_NAME,
+                     lambda: _checkpoint(cfg, model, optimizer, scaler, now, layout),
+                     f"at epoch {epoch}, iteration {done - 1} (global step {global_step})")
         return after_step
 
     writer = SummaryWriter(paths.tensorboard_dir) if main else None
@@ -299,7 +337,7 @@ def _train(cfg: CfgNode, paths: RunPaths, device: torch.device) -> float:
             options = EpochOptions(amp_dtype=amp_dtype, scaler=scaler,
                                    memory_format=memory_format(cfg, device),
                                    start_iteration=start, seed=cfg.SEED,
-                                   after_step=checkpoint_every(epoch))
+                                   after_step=checkpoint_every(epoch), divergence=divergence)
             first_position = epoch * layout.iterations_per_epoch
             _, state.global_step = paradigm.train_one_epoch(
                 model, train_loader, criterion, optimizer, device, epoch, cfg.PRINT_FREQ, writer,
@@ -309,18 +347,20 @@ def _train(cfg: CfgNode, paths: RunPaths, device: torch.device) -> float:
             if (epoch + 1) % cfg.TRAIN.VAL_INTERVAL == 0 or last_epoch:
                 perf = _validate(cfg, model, valid_loader, device, criterion, paths.output_dir,
                                  writer, epoch)
-                if perf >= state.best_perf:
+                # Only a strict improvement replaces the best model (-inf: the first always does).
+                if perf > state.best_perf and save(
+                        BEST_MODEL_NAME, lambda: unwrap_model(model).state_dict(),
+                        f"after epoch {epoch}"):
                     state.best_perf, state.best_epoch = perf, epoch
-                    save(BEST_MODEL_NAME, unwrap_model(model).state_dict())
                     if main:
                         logger.info("saved %s (indicator %.4f)", BEST_MODEL_NAME, perf)
             state.epoch, state.iteration = epoch + 1, 0
-            save(CHECKPOINT_NAME, _checkpoint(cfg, model, optimizer, scaler, state, layout))
+            save(CHECKPOINT_NAME, lambda: _checkpoint(cfg, model, optimizer, scaler, state, layout),
+                 f"after epoch {epoch}")
     finally:
         if writer is not None:
             writer.close()
-    save(FINAL_MODEL_NAME, unwrap_model(model).state_dict())
-    if main:
+    if save(FINAL_MODEL_NAME, lambda: unwrap_model(model).state_dict(), "at the end") and main:
         logger.info("saved final model to %s; best indicator %.4f (epoch %d)",
                     os.path.join(paths.output_dir, FINAL_MODEL_NAME), state.best_perf,
                     state.best_epoch)

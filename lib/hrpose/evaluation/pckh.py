@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from hrpose.evaluation._atomic import atomic_write
+from hrpose.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hrpose.evaluation._atomic import atomic_write
-from hrpose.utils.io import read_json
+from hrpose.utils.io import atomic_write, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,30 @@ def to_json_compatible(value: Any) -> Any:
     raise TypeError(f"cannot write a value of type {type(value).__name__} to a results file")
 
 
+def is_finite_value(value: Any) -> bool:
+    """Whether every number in a JSON-compatible value (nested lists and dicts) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(is_finite_value(item) for item in value.values())
+    if isinstance(value, list):
+        return all(is_finite_value(item) for item in value)
+    return True
+
+
 def write_keypoint_results(results: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """Write result dicts as a JSON list, atomically, creating parent folders; return the path."""
+    """Write result dicts as a strict JSON list, atomically, creating parent folders; return the
+    path. Results holding a NaN or infinite number (a model with non-finite weights) are left
+    out with a warning: JSON has no such numbers, and COCO tools reject the 'NaN' tokens."""
     target = Path(path)
     payload = to_json_compatible(list(results))
+    finite = [entry for entry in payload if is_finite_value(entry)]
+    if len(finite) < len(payload):
+        logger.warning("left %d of %d keypoint results out of %s: they hold NaN or infinite "
+                       "scores or coordinates", len(payload) - len(finite), len(payload), target)
     with atomic_write(target, "w") as file:
-        json.dump(payload, file, sort_keys=True)
-    logger.info("wrote %d keypoint results to %s", len(payload), target)
+        json.dump(finite, file, sort_keys=True, allow_nan=False)
+    logger.info("wrote %d keypoint results to %s", len(finite), target)
     return target
 
 

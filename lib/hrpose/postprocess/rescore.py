@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError, DataFileNotFoundError
-from ..evaluation._atomic import atomic_write
+from ..utils.io import atomic_write
 
 # A torso length below this (pixels) is replaced by it before normalising.
 MIN_TORSO_LENGTH = 1.0
