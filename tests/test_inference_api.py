@@ -321,3 +321,20 @@ def test_video_demo_errors_are_one_clear_line(repo_root, models, video, tmp_path
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and all(text in errors[0] for text in expected), result.stderr
+
+
+def test_pose_file_writes_non_finite_values_as_null(tmp_path):
+    """A diverged model's NaN keypoints must not put the non-standard NaN token in the file."""
+    from hrpose.apis.video import write_pose_file
+
+    records = [{"frame": 0, "persons": [{"keypoints": np.array([[1.0, np.nan, np.inf]]),
+                                         "score": np.float32(0.5)}]}]
+    path = write_pose_file(str(tmp_path / "poses.json"), records, {"keypoint_names": ["nose"]},
+                           "json")
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    payload = json.loads(Path(path).read_text(), parse_constant=refuse)
+    assert payload["frames"][0]["persons"][0]["keypoints"] == [[1.0, None, None]]
+    assert payload["frames"][0]["persons"][0]["score"] == 0.5

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from ..datasets.images import native_stderr_silenced, read_image
 from ..errors import DataError, DataFileNotFoundError
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, temporary_sibling
 from ..evaluation.results import to_json_compatible
 from ..postprocess.tag_maps import render_heatmap, render_tag_map, warp_to_image
 from ..utils.vis import draw_poses, save_image
@@ -304,8 +304,8 @@ class AnnotatedVideoWriter:
     def __init__(self, path: str, fps: float):
         self.path = path
         self.fps = fps
-        directory, name = os.path.split(path)
-        self.temporary = os.path.join(directory, f".{Path(name).stem}.partial{VIDEO_SUFFIX}")
+        # Unique, so two runs writing the same video never share a temporary file.
+        self.temporary = str(temporary_sibling(path, keep_suffix=True))
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
@@ -351,14 +351,26 @@ def csv_header(keypoint_names, tracked: bool = False) -> list[str]:
     return columns
 
 
+def non_finite_as_null(value):
+    """JSON-ready values with NaN and infinities as None: the pose file stays strict JSON (a
+    diverged model's NaN keypoints read back as null, not as the non-standard NaN token)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: non_finite_as_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [non_finite_as_null(item) for item in value]
+    return value
+
+
 def write_pose_file(path: str, records: list[dict], header: dict, output_format: str) -> str:
     """The poses of every processed frame as JSON ({...header, frames: [...]}) or CSV (one row
     per person with its frame number and timestamp; frames without persons have no row; a
     track_id column when the header has 'tracking')."""
     if output_format == "json":
-        payload = to_json_compatible({**header, "frames": records})
+        payload = non_finite_as_null(to_json_compatible({**header, "frames": records}))
         with atomic_write(path, "w") as handle:
-            json.dump(payload, handle)
+            json.dump(payload, handle, allow_nan=False)
         return path
     if output_format != "csv":
         raise DataError(f"unknown pose file format {output_format!r}; use one of "
