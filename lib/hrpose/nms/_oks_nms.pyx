@@ -60,14 +60,21 @@ cdef class Workspace:
     and one OKS per candidate."""
     cdef object arguments_array
     cdef object results_array
+    cdef object arguments_view
+    cdef object results_view
+    cdef Py_ssize_t view_length
+    cdef object overlaps_array
     cdef double* arguments
     cdef double* results
     cdef double* overlaps
-    cdef object overlaps_array
 
     def __cinit__(self, Py_ssize_t num_candidates, Py_ssize_t num_keypoints):
-        self.arguments_array = np.empty(max(num_candidates * num_keypoints, 1))
+        # Zeros: entries past the current count still go through exp (see exp()).
+        self.arguments_array = np.zeros(max(num_candidates * num_keypoints, 1))
         self.results_array = np.empty_like(self.arguments_array)
+        self.arguments_view = self.arguments_array
+        self.results_view = self.results_array
+        self.view_length = self.arguments_array.shape[0]
         self.overlaps_array = np.empty(max(num_candidates, 1))
         cdef double[::1] arguments = self.arguments_array
         cdef double[::1] results = self.results_array
@@ -77,9 +84,18 @@ cdef class Workspace:
         self.overlaps = &overlaps[0]
 
     cdef void exp(self, Py_ssize_t count) except *:
-        """results[:count] = np.exp(arguments[:count])."""
+        """results[:count] = np.exp(arguments[:count]).
+
+        Slicing the arrays costs more than the exp of a few hundred values, so the views are
+        cut anew only when count falls below half their length: the entries between count and
+        the view's end (earlier arguments, or the initial zeros) are computed and not read.
+        """
+        if count > self.view_length or 2 * count < self.view_length:
+            self.arguments_view = self.arguments_array[:count]
+            self.results_view = self.results_array[:count]
+            self.view_length = count
         if count > 0:
-            numpy_exp(self.arguments_array[:count], out=self.results_array[:count])
+            numpy_exp(self.arguments_view, self.results_view)
 
 
 cdef void fill_negated_errors(const OksProblem* problem, Py_ssize_t top, const Ranked* candidates,
