@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple] = {
     "MODEL.INIT_METHOD": ("normal", "kaiming"),
     "MODEL.TARGET_ENCODING": ("standard", "unbiased"),
     "TEST.DECODER": ("standard", "dark"),
+    "TEST.DARK_STEP": ("reference", "negative_definite"),
     "TEST.GROUPING": ("fixed", "progressive"),
     "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
