@@ -9,7 +9,9 @@ from hrpose.codecs import dark
 from hrpose.codecs.dark import (decode_dark, encode_unbiased_heatmaps, gaussian_blur,
                                 opencv_gaussian_kernel, taylor_refine)
 from hrpose.codecs.heatmap import decode_standard, flip_back
+from hrpose.config import ConfigError, load_config
 from hrpose.datasets.metadata import COCO
+from hrpose.engine.topdown import decode_heatmaps
 from hrpose.utils.transforms import (affine_transform_points, fliplr_joints,
                                      get_affine_transform, transform_preds)
 
@@ -77,16 +79,96 @@ def test_dark_recovers_sub_pixel_centres_and_standard_stays_within_a_quarter():
                                maps.flatten(1).amax(1).numpy())
 
 
-def test_taylor_step_skips_the_border_band_and_non_maxima():
+def test_taylor_step_skips_the_border_band_and_by_choice_non_maxima():
     log_maps = torch.zeros(1, 3, 16, 16, dtype=torch.float64)
     y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
     log_maps[0, 0] = -((x - 1.3) ** 2 + (y - 8.2) ** 2)  # peak in the border band (px = 1)
-    log_maps[0, 1] = (x - 8.0) ** 2 + (y - 8.0) ** 2  # a minimum: positive-definite Hessian
+    log_maps[0, 1] = (x - 8.3) ** 2 + (y - 7.6) ** 2  # a minimum: positive-definite Hessian
     log_maps[0, 2] = -((x - 8.3) ** 2 + (y - 7.6) ** 2)
     coords = torch.tensor([[[1.0, 8.0], [8.0, 8.0], [8.0, 8.0]]], dtype=torch.float64)
+    at_minimum = torch.tensor([8.3, 7.6], dtype=torch.float64)
+    # As DarkPose: the step goes to the stationary point whatever it is.
     refined = taylor_refine(log_maps, coords)
+    assert torch.equal(refined[0, 0], coords[0, 0])
+    torch.testing.assert_close(refined[0, 1:], torch.stack([at_minimum, at_minimum]))
+    # The switch keeps a peak whose Hessian is not negative definite.
+    refined = taylor_refine(log_maps, coords, step="negative_definite")
     assert torch.equal(refined[0, :2], coords[0, :2])
-    torch.testing.assert_close(refined[0, 2], torch.tensor([8.3, 7.6], dtype=torch.float64))
+    torch.testing.assert_close(refined[0, 2], at_minimum)
+
+
+def test_unknown_dark_step_is_refused():
+    with pytest.raises(ValueError, match=r"one of \('reference', 'negative_definite'\), got 'newton'"):
+        decode_dark(torch.zeros(1, 1, 8, 8), 3, step="newton")
+
+
+def darkpose_taylor(log_map: np.ndarray, coord: np.ndarray) -> np.ndarray:
+    """taylor() of ilovepose/DarkPose lib/core/inference.py, rewritten with plain arrays
+    (np.linalg.inv for its np.matrix .I): derivatives at (int x, int y) inside the band
+    1 < px < W - 2, 1 < py < H - 2, and the step -H^-1 g wherever det(H) != 0."""
+    height, width = log_map.shape
+    px, py = int(coord[0]), int(coord[1])
+    if 1 < px < width - 2 and 1 < py < height - 2:
+        dx = 0.5 * (log_map[py][px + 1] - log_map[py][px - 1])
+        dy = 0.5 * (log_map[py + 1][px] - log_map[py - 1][px])
+        dxx = 0.25 * (log_map[py][px + 2] - 2 * log_map[py][px] + log_map[py][px - 2])
+        dxy = 0.25 * (log_map[py + 1][px + 1] - log_map[py - 1][px + 1] - log_map[py + 1][px - 1]
+                      + log_map[py - 1][px - 1])
+        dyy = 0.25 * (log_map[py + 2][px] - 2 * log_map[py][px] + log_map[py - 2][px])
+        if dxx * dyy - dxy ** 2 != 0:
+            hessian = np.array([[dxx, dxy], [dxy, dyy]])
+            coord = coord - np.linalg.inv(hessian) @ np.array([dx, dy])
+    return coord
+
+
+def darkpose_decode(maps: np.ndarray, kernel_size: int) -> np.ndarray:
+    """DarkPose's get_final_preds up to the transform back, map by map in float64: first
+    argmax, zero-padded cv2.GaussianBlur rescaled to the map's maximum, log of max(., 1e-10),
+    then taylor() at each joint."""
+    radius = (kernel_size - 1) // 2
+    coords = np.zeros(maps.shape[:2] + (2,))
+    for b in range(maps.shape[0]):
+        for j in range(maps.shape[1]):
+            heatmap = maps[b, j]
+            py, px = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+            padded = np.zeros((heatmap.shape[0] + 2 * radius, heatmap.shape[1] + 2 * radius))
+            padded[radius:-radius, radius:-radius] = heatmap
+            blurred = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[radius:-radius,
+                                                                               radius:-radius]
+            blurred = blurred * (heatmap.max() / blurred.max())
+            coords[b, j] = darkpose_taylor(np.log(np.maximum(blurred, 1e-10)),
+                                           np.array([px, py], dtype=np.float64))
+    return coords
+
+
+def noisy_one_peak_maps(seed: int, count: int, height: int = 64, width: int = 48) -> np.ndarray:
+    """(count, 17, H, W) float64: one Gaussian each (random centre, sigma 1 to 3, height 0.05 to
+    1) plus noise of sd 0.05, so that on the weak ones the argmax often lands on a noise pixel,
+    where the log map's Hessian need not be negative definite."""
+    rng = np.random.default_rng(seed)
+    shape = (count, 17, 1, 1)
+    centre_x, centre_y = rng.uniform(0, width - 1, shape), rng.uniform(0, height - 1, shape)
+    sigma, peak = rng.uniform(1.0, 3.0, shape), rng.uniform(0.05, 1.0, shape)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    maps = peak * np.exp(-((x - centre_x) ** 2 + (y - centre_y) ** 2) / (2 * sigma ** 2))
+    return maps + rng.normal(0, 0.05, maps.shape)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 11])
+def test_default_step_is_darkposes_where_the_two_steps_differ(kernel_size):
+    maps = noisy_one_peak_maps(kernel_size, 40)
+    expected = darkpose_decode(maps, kernel_size)
+    reference = decode_dark(torch.from_numpy(maps), kernel_size).coords.numpy()
+    maxima_only = decode_dark(torch.from_numpy(maps), kernel_size, "negative_definite").coords.numpy()
+    peaks = decode_standard(torch.from_numpy(maps), post_process=False).coords.numpy()
+    differ = np.any(reference != maxima_only, axis=-1)
+    assert differ.sum() >= 5  # the maps really hold joints where the policies part
+    # Where they differ, DarkPose may step far off the map; the error is relative to the step.
+    error = np.abs(reference - expected).max(axis=-1)
+    assert (error <= 1e-6 * np.maximum(1.0, np.abs(expected - peaks).max(axis=-1))).all()
+    # The switch keeps the integer peak exactly there and agrees with DarkPose elsewhere.
+    assert np.array_equal(maxima_only[differ], peaks[differ])
+    np.testing.assert_allclose(maxima_only[~differ], expected[~differ], rtol=0, atol=1e-6)
 
 
 def test_unbiased_encoding_is_a_whole_map_gaussian_at_the_sub_pixel_position():
@@ -202,3 +284,15 @@ def test_float32_maps_decode_within_a_thousandth_of_a_pixel_of_float64():
     assert single.coords.dtype == torch.float32
     assert (single.coords.double() - double.coords).abs().max() < 1e-3
     assert not torch.equal(single.coords.double(), double.coords)  # float32 was really used
+
+
+def test_config_dark_step_reaches_the_decoder_and_bad_values_are_refused():
+    maps = torch.from_numpy(noisy_one_peak_maps(3, 10))
+    for step in ("reference", "negative_definite"):
+        cfg = load_config("", ["TEST.DECODER", "dark", "TEST.DARK_STEP", step])
+        torch.testing.assert_close(decode_heatmaps(maps, cfg.TEST).coords,
+                                   decode_dark(maps, cfg.TEST.BLUR_KERNEL, step).coords,
+                                   rtol=0, atol=0)
+    assert load_config("").TEST.DARK_STEP == "reference"  # the default follows DarkPose
+    with pytest.raises(ConfigError, match=r"TEST.DARK_STEP.*'reference', 'negative_definite'"):
+        load_config("", ["TEST.DARK_STEP", "maximum"])

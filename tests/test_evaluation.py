@@ -25,6 +25,7 @@ from hrpose.evaluation import (
     save_mpii_predictions,
     write_keypoint_results,
 )
+from hrpose.evaluation import crowdpose as crowdpose_module
 from hrpose.evaluation import results as results_module
 
 # The COCO OKS thresholds and the 101 recall points at which precision is interpolated.
@@ -353,6 +354,49 @@ def test_crowdpose_accepts_a_dict_and_a_results_file(tmp_path):
     assert json.dumps(gt) == before  # the caller's GT keeps its (absent) area fields
     assert evaluate_crowdpose_keypoints(gt_path, results_path) == from_dict
     assert evaluate_crowdpose_keypoints(gt, predictions, sigmas=CROWDPOSE_SIGMAS) == from_dict
+
+
+# crowdposetools (Jeff-sjtu/CrowdPose, crowdpose-api/PythonAPI/crowdposetools/cocoeval.py,
+# get_type_result) stores res.append(round(np.mean(score), 4)): Python's round() of the np.float64
+# mean, which NumPy carries out as rint(x * 1e4) / 1e4. At these half values that gives the
+# second column (the float64 products are exactly ...x.5, rounded half to even); Python's round()
+# of a float (the third column) gives the correctly rounded decimal of the binary value instead.
+CROWDPOSE_HALF_VALUES = [
+    (0.96825, 0.9682, 0.9683),
+    (0.12345, 0.1234, 0.1235),
+    (0.43215, 0.4322, 0.4321),
+    (0.11115, 0.1112, 0.1111),
+    (0.00005, 0.0, 0.0001),
+]
+
+
+@pytest.mark.parametrize("value, crowdposetools, python_round", CROWDPOSE_HALF_VALUES)
+def test_crowdpose_subset_ap_rounds_half_values_as_crowdposetools(value, crowdposetools,
+                                                                  python_round):
+    assert round(value, 4) == python_round != crowdposetools  # the values really tell them apart
+
+    class StubEvaluator:
+        """Just what subset_average_precision touches: a one-entry 'all'-area precision."""
+        params = type("Params", (), {"imgIds": []})()
+        eval = {"precision": np.full((1, 1, 1, 3, 1), value)}
+
+        def evaluate(self):
+            pass
+
+        def accumulate(self):
+            pass
+
+    ap = crowdpose_module.subset_average_precision(StubEvaluator(), [1])
+    assert type(ap) is float and ap == crowdposetools
+
+
+def test_crowdpose_rounding_matches_numpys_on_random_half_values():
+    rng = np.random.default_rng(0)
+    halves = (rng.integers(0, 20000, 2000) + 0.5) / 1e4
+    rounded = [crowdpose_module.round_like_crowdposetools(np.float64(x)) for x in halves]
+    # The crowdposetools expression itself, on the np.float64 the mean gives it.
+    assert rounded == [float(round(np.float64(x), 4)) for x in halves]
+    assert sum(r != round(float(x), 4) for r, x in zip(rounded, halves)) > 100
 
 
 def test_crowdpose_empty_subset_is_minus_one():

@@ -22,6 +22,13 @@ OPENCV_SMALL_KERNELS = {
 }
 # The log map is clamped here before the Taylor step, as the reference does.
 LOG_FLOOR = 1e-10
+# When the Taylor step is taken at a peak (TEST.DARK_STEP):
+# reference: wherever the Hessian's determinant is non-zero, as DarkPose's taylor() does; at a
+#   saddle or a minimum of the log map the step then goes to that stationary point, which can
+#   be far off the map when the Hessian is nearly singular;
+# negative_definite: only where the Hessian is negative definite (a maximum); elsewhere the
+#   integer peak stays.
+DARK_STEPS = ("reference", "negative_definite")
 # decode_dark finds peaks and reads their windows in pieces of this many pixels (16 MB of
 # float32, within a server CPU's last-level cache).
 DARK_PIECE_ELEMENTS = 1 << 22
@@ -106,11 +113,18 @@ STENCIL_RADIUS = 2
 STENCIL_PADDING = 3
 
 
-def _newton_offset(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_step(step: str) -> None:
+    if step not in DARK_STEPS:
+        raise ValueError(f"the DARK step must be one of {DARK_STEPS}, got {step!r}")
+
+
+def _newton_offset(values: torch.Tensor, step: str = "reference"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """-Hess^-1 grad from log values (..., 13) in STENCIL order; returns (offset (..., 2), ok).
 
-    ok is False where the Hessian is singular or not negative definite (not a maximum); the
-    offset is zero there.
+    ok says where the step is taken (see DARK_STEPS): where the Hessian is not singular
+    ("reference"), or only where it is negative definite ("negative_definite"); the offset is
+    zero elsewhere.
     """
     (centre, right, left, right2, left2, below, above, below2, above2,
      below_right, above_right, below_left, above_left) = values.unbind(-1)
@@ -120,7 +134,7 @@ def _newton_offset(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dyy = (below2 - 2 * centre + above2) / 4
     dxy = (below_right - above_right - below_left + above_left) / 4
     det = dxx * dyy - dxy ** 2
-    ok = (det > 0) & (dxx < 0)
+    ok = (det > 0) & (dxx < 0) if step == "negative_definite" else det != 0
     safe_det = torch.where(ok, det, torch.ones_like(det))
     offset = torch.stack([-(dyy * dx - dxy * dy) / safe_det, -(dxx * dy - dxy * dx) / safe_det],
                          dim=-1)
@@ -134,13 +148,15 @@ def _refinable(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
             & (pixel[..., 1] > 1) & (pixel[..., 1] < height - 2))
 
 
-def taylor_refine(log_maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+def taylor_refine(log_maps: torch.Tensor, coords: torch.Tensor, step: str = "reference"
+                  ) -> torch.Tensor:
     """One Newton step on log maps (B, K, H, W) from integer peaks coords (B, K, 2).
 
     As the reference: central differences at (px, py) = int(coords), only where
     1 < px < W - 2 and 1 < py < H - 2; the offset -H^-1 g is not clipped. A peak whose Hessian is
-    singular or not negative definite (not a maximum) stays where it is.
+    singular, or with step "negative_definite" not negative definite, stays where it is.
     """
+    _check_step(step)
     height, width = log_maps.shape[2:]
     if height < 5 or width < 5:
         return coords.clone()
@@ -151,8 +167,10 @@ def taylor_refine(log_maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     stencil_x = torch.tensor(STENCIL_X, device=coords.device)
     stencil_y = torch.tensor(STENCIL_Y, device=coords.device)
     values = gather_pixels(log_maps, px[..., None] + stencil_x, py[..., None] + stencil_y)
-    offset, _ = _newton_offset(values)
-    return coords + (offset * inside[..., None]).to(coords.dtype)
+    offset, _ = _newton_offset(values, step)
+    # where, not a product with the mask: a NaN offset (a NaN in the stencil) must not reach a
+    # peak outside the band, which the reference leaves alone.
+    return coords + torch.where(inside[..., None], offset, 0).to(coords.dtype)
 
 
 @functools.lru_cache(maxsize=16)
@@ -237,9 +255,10 @@ def _peak_stencils(flat: torch.Tensor, height: int, width: int, kernel_size: int
     return maxvals, index, stencils[:, :len(STENCIL_X)], leaves_storage
 
 
-def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult:
+def decode_dark(heatmaps: torch.Tensor, blur_kernel: int, step: str = "reference"
+                ) -> HeatmapDecodeResult:
     """DARK decoding of maps (B, K, H, W) on their device: argmax and confidence on the raw
-    maps, then blur, rescale, log and one Taylor step.
+    maps, then blur, rescale, log and one Taylor step, taken where ``step`` (DARK_STEPS) says.
 
     The rescale to the original maximum only shifts the log map by a constant, which the
     derivatives do not see, unless the 1e-10 floor cuts a stencil value. So the blur is
@@ -249,6 +268,7 @@ def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult
     float64 but writes the blur back into its float32 maps and takes the log and the step
     there (coordinates agree with a float64 decoding to about 1e-5 px).
     """
+    _check_step(step)
     batch, joints, height, width = heatmaps.shape
     if height < 5 or width < 5:
         return get_max_preds(heatmaps)
@@ -263,11 +283,12 @@ def decode_dark(heatmaps: torch.Tensor, blur_kernel: int) -> HeatmapDecodeResult
     # The blur of values <= m0 with weights summing to <= 1 stays <= m0, so the rescale factor
     # is >= 1 and cannot lift a stencil value that was under the floor above it.
     exact = inside & ((stencils < LOG_FLOOR).any(dim=1) | leaves_storage)
-    offset, _ = _newton_offset(torch.log(stencils.clamp_min(LOG_FLOOR)))
-    refined = peaks + offset * (inside & ~exact)[:, None]
+    offset, _ = _newton_offset(torch.log(stencils.clamp_min(LOG_FLOOR)), step)
+    refined = peaks + torch.where((inside & ~exact)[:, None], offset, 0)
     if exact.any():
         chosen = torch.nonzero(exact).flatten()
         maps = flat[chosen].reshape(-1, 1, height, width).double()
         log_maps = torch.log(gaussian_blur(maps, blur_kernel).clamp_min(LOG_FLOOR))
-        refined[chosen] = taylor_refine(log_maps, peaks[chosen][:, None].double())[:, 0].to(dtype)
+        refined[chosen] = taylor_refine(log_maps, peaks[chosen][:, None].double(),
+                                        step)[:, 0].to(dtype)
     return HeatmapDecodeResult(refined.view(batch, joints, 2), maxvals.view(batch, joints, 1))

@@ -200,6 +200,10 @@ _C.TEST.SHIFT_HEATMAP = False
 _C.TEST.DECODER = "standard"
 # Odd size of the DARK decoder's Gaussian blur (11 at 256x192, 3 at 128x96 in DARK's YAMLs).
 _C.TEST.BLUR_KERNEL = 11
+# Where the DARK decoder takes its Taylor step: reference: wherever the log map's Hessian at the
+# peak is not singular, as DarkPose (a saddle can send a joint far off the map); negative_definite:
+# only at a maximum of the log map, elsewhere the integer peak stays.
+_C.TEST.DARK_STEP = "reference"
 _C.TEST.USE_GT_BBOX = False
 _C.TEST.IMAGE_THRE = 0.1
 _C.TEST.SOFT_NMS = False

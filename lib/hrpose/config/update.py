@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple] = {
     "MODEL.INIT_METHOD": ("normal", "kaiming"),
     "MODEL.TARGET_ENCODING": ("standard", "unbiased"),
     "TEST.DECODER": ("standard", "dark"),
+    "TEST.DARK_STEP": ("reference", "negative_definite"),
     "TEST.GROUPING": ("fixed", "progressive"),
     "TEST.ASSIGNMENT_SOLVER": ("munkres", "scipy"),
     "TEST.GAUSSIAN_FIT": ("reference", "corrected"),

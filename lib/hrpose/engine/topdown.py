@@ -83,7 +83,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
 def decode_heatmaps(heatmaps: torch.Tensor, test_cfg: CfgNode):
     """Heatmap-pixel coords and confidences by the decoder TEST.DECODER names."""
     if test_cfg.DECODER == "dark":
-        return decode_dark(heatmaps, test_cfg.BLUR_KERNEL)
+        return decode_dark(heatmaps, test_cfg.BLUR_KERNEL, test_cfg.DARK_STEP)
     return decode_standard(heatmaps, test_cfg.POST_PROCESS)
 
 

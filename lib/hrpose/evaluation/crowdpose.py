@@ -88,6 +88,17 @@ def crowd_index_subsets(images: Sequence[Mapping[str, Any]]) -> tuple[list[int],
     return easy, medium, hard
 
 
+def round_like_crowdposetools(mean_precision: np.float64) -> float:
+    """A subset AP rounded to 4 decimals the way crowdposetools rounds it.
+
+    Its get_type_result applies ``round(..., 4)`` to the np.float64 that np.mean returns, so
+    NumPy rounds: rint(x * 10^4) / 10^4 in float64 (the product rounded first, then half to
+    even). Python's round of a float gives the correctly rounded decimal instead; the two differ
+    at half values, e.g. 0.96825 (0.9682 here, 0.9683 in Python) and 0.43215 (0.4322, 0.4321).
+    """
+    return float(np.round(np.float64(mean_precision), 4))
+
+
 def subset_average_precision(evaluator: COCOeval, image_ids: list[int]) -> float:
     """crowdposetools' per-subset AP: the plain mean of the 'all'-area precision, 4 decimals.
 
@@ -100,7 +111,7 @@ def subset_average_precision(evaluator: COCOeval, image_ids: list[int]) -> float
     evaluator.params.imgIds = list(image_ids)
     call_logging_stdout(logger, evaluator.evaluate)
     call_logging_stdout(logger, evaluator.accumulate)
-    return round(float(np.mean(evaluator.eval["precision"][:, :, :, 0, :])), 4)
+    return round_like_crowdposetools(np.mean(evaluator.eval["precision"][:, :, :, 0, :]))
 
 
 def load_crowdpose_gt(gt: COCO | Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:

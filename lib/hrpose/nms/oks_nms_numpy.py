@@ -11,8 +11,17 @@ EPS = float(np.spacing(1.0))
 
 SOFT_NMS_METHODS = ("gaussian", "linear")
 
-# Every function below fixes the order of its floating-point operations so that the compiled
-# extension, which performs the same operations in the same order, returns identical kept indices.
+# Which poses' keypoint scores decide, under a vis_threshold, whether a keypoint counts:
+# "both": scored above it in both poses (symmetric: OKS(a, b) == OKS(b, a));
+# "candidate": in the candidate only, which is what the reference's in_vis_thre computes
+# (``list(vg > t) and list(vd > t)`` is the second list, the candidate's, for any K > 0).
+VIS_RULES = ("both", "candidate")
+
+# The kept poses must not depend on whether the compiled extension was built. So both
+# implementations take every exp (the per-keypoint terms and the soft-NMS decay) from np.exp on
+# contiguous float64 arrays, where the C library's exp could differ from NumPy's SIMD exp by an
+# ulp; and every other operation is IEEE-exact (+, -, *, /, comparisons), performed in the same
+# order in both, with keypoints summed left to right.
 
 
 def validated_sigmas(sigmas) -> np.ndarray:
@@ -46,6 +55,12 @@ def validated_vector(values, length: int, name: str) -> np.ndarray:
 
 def validated_vis_threshold(vis_threshold) -> float | None:
     return None if vis_threshold is None else float(vis_threshold)
+
+
+def validated_vis_rule(vis_rule: str) -> str:
+    if vis_rule not in VIS_RULES:
+        raise ValueError(f"vis_rule must be one of {VIS_RULES}, got {vis_rule!r}")
+    return vis_rule
 
 
 def validated_nms_inputs(poses, scores, areas, sigmas):
@@ -88,9 +103,11 @@ def keypoint_variances(sigmas: np.ndarray) -> np.ndarray:
 
 
 def descending_order(scores: np.ndarray) -> np.ndarray:
-    """Indices from highest to lowest score; tied scores go to the higher index first.
+    """Indices from highest to lowest score; NaN scores first; tied scores higher index first.
 
-    This is the reference's ``argsort()[::-1]``; the stable sort makes the order of ties defined.
+    That is ``argsort(kind="stable")[::-1]``. The reference's ``argsort()[::-1]`` sorts with
+    NumPy's default, unstable kind, so it gives the same order wherever the scores are distinct,
+    but its order of tied scores depends on the array's length and the CPU's sort routine.
     """
     return np.argsort(scores, kind="stable")[::-1]
 
@@ -104,13 +121,22 @@ def keypoint_similarities(pose, pose_area, candidates, candidate_areas, variance
     return np.exp(-errors)
 
 
-def one_vs_many_oks(pose, pose_area, candidates, candidate_areas, variances, vis_threshold) -> np.ndarray:
+def counted_keypoints(pose, candidates, vis_threshold: float, vis_rule: str) -> np.ndarray:
+    """(M, K) bool: which keypoints of each pair count in its OKS under vis_threshold."""
+    visible = candidates[:, :, 2] > vis_threshold
+    if vis_rule == "both":
+        visible &= pose[:, 2] > vis_threshold
+    return visible
+
+
+def one_vs_many_oks(pose, pose_area, candidates, candidate_areas, variances, vis_threshold,
+                    vis_rule="both") -> np.ndarray:
     """OKS of one pose against each candidate, on already validated float64 inputs."""
     similarities = keypoint_similarities(pose, pose_area, candidates, candidate_areas, variances)
     if vis_threshold is None:
         counted = np.full(candidates.shape[0], candidates.shape[1])
     else:
-        visible = (pose[:, 2] > vis_threshold) & (candidates[:, :, 2] > vis_threshold)
+        visible = counted_keypoints(pose, candidates, vis_threshold, vis_rule)
         # Adding an exact zero leaves a sum unchanged, so masking matches skipping the keypoint.
         similarities = np.where(visible, similarities, 0.0)
         counted = visible.sum(axis=1)
@@ -126,54 +152,60 @@ def rescored(scores: np.ndarray, oks: np.ndarray, threshold: float, method: str)
     return scores * np.exp(-(oks * oks) / threshold)
 
 
-def oks_iou(pose, candidates, pose_area, candidate_areas, sigmas, vis_threshold=None) -> np.ndarray:
+def oks_iou(pose, candidates, pose_area, candidate_areas, sigmas, vis_threshold=None,
+            vis_rule="both") -> np.ndarray:
     """OKS of one (K, 3) pose against each of M (K, 3) candidates, as a float64 (M,) array.
 
-    With ``vis_threshold``, only keypoints scored above it in both poses count, and a pair with no
-    such keypoint has OKS 0.
+    With ``vis_threshold``, only keypoints scored above it count: in both poses (``vis_rule``
+    "both", the default) or in the candidate only ("candidate", the reference's ``in_vis_thre``);
+    a pair with no such keypoint has OKS 0.
     """
     pose, candidates, pose_area, candidate_areas, variances = validated_oks_inputs(
         pose, candidates, pose_area, candidate_areas, sigmas)
     return one_vs_many_oks(pose, pose_area, candidates, candidate_areas, variances,
-                           validated_vis_threshold(vis_threshold))
+                           validated_vis_threshold(vis_threshold), validated_vis_rule(vis_rule))
 
 
-def oks_nms(poses, scores, areas, threshold, sigmas, vis_threshold=None) -> np.ndarray:
+def oks_nms(poses, scores, areas, threshold, sigmas, vis_threshold=None, vis_rule="both") -> np.ndarray:
     """Greedy OKS NMS: indices of the kept poses (int64), in the order they were kept.
 
-    The best remaining pose is kept and every remaining pose whose OKS with it exceeds
-    ``threshold`` is dropped, until none remain.
+    The best remaining pose (in ``descending_order``) is kept and every remaining pose whose OKS
+    with it exceeds ``threshold`` is dropped, until none remain. ``vis_threshold`` and
+    ``vis_rule`` as in ``oks_iou``, the kept pose being the first argument.
     """
     poses, scores, areas, variances = validated_nms_inputs(poses, scores, areas, sigmas)
     threshold = float(threshold)
-    vis_threshold = validated_vis_threshold(vis_threshold)
+    vis_threshold, vis_rule = validated_vis_threshold(vis_threshold), validated_vis_rule(vis_rule)
     order = descending_order(scores)
     kept = []
     while order.size > 0:
         top, rest = order[0], order[1:]
         kept.append(top)
-        oks = one_vs_many_oks(poses[top], areas[top], poses[rest], areas[rest], variances, vis_threshold)
+        oks = one_vs_many_oks(poses[top], areas[top], poses[rest], areas[rest], variances,
+                              vis_threshold, vis_rule)
         order = rest[oks <= threshold]
     return np.asarray(kept, dtype=np.int64)
 
 
 def soft_oks_nms(poses, scores, areas, threshold, sigmas, vis_threshold=None, method="gaussian",
-                 max_dets=20) -> np.ndarray:
+                 max_dets=20, vis_rule="both") -> np.ndarray:
     """Soft OKS NMS: indices of at most ``max_dets`` kept poses (int64), in the order they were kept.
 
     Instead of dropping overlapping poses, their scores decay ("gaussian": by exp(-oks^2 / threshold);
-    "linear": by (1 - oks) where oks >= threshold) and the rest are re-ranked after each pose is kept.
+    "linear": by (1 - oks) where oks >= threshold) and the rest are re-ranked (``descending_order``)
+    after each pose is kept. ``vis_threshold`` and ``vis_rule`` as in ``oks_iou``.
     """
     poses, scores, areas, variances = validated_nms_inputs(poses, scores, areas, sigmas)
     threshold, method, max_dets = validated_soft_options(threshold, method, max_dets)
-    vis_threshold = validated_vis_threshold(vis_threshold)
+    vis_threshold, vis_rule = validated_vis_threshold(vis_threshold), validated_vis_rule(vis_rule)
     order = descending_order(scores)
     remaining_scores = scores[order]
     kept = []
     while order.size > 0 and len(kept) < max_dets:
         top, order, remaining_scores = order[0], order[1:], remaining_scores[1:]
         kept.append(top)
-        oks = one_vs_many_oks(poses[top], areas[top], poses[order], areas[order], variances, vis_threshold)
+        oks = one_vs_many_oks(poses[top], areas[top], poses[order], areas[order], variances,
+                              vis_threshold, vis_rule)
         remaining_scores = rescored(remaining_scores, oks, threshold, method)
         reranked = descending_order(remaining_scores)
         order, remaining_scores = order[reranked], remaining_scores[reranked]
