@@ -29,6 +29,7 @@ CHOICES: dict[str, tuple] = {
     "MODEL.TARGET_ENCODING": ("standard", "unbiased"),
     "TEST.DECODER": ("standard", "dark"),
     "TEST.GROUPING": ("fixed", "progressive"),
+    "TEST.EVAL_BACKEND": ("auto", "pycocotools", "hotcoco"),
     "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
     "TRAIN.LR_SCHEDULER": ("multistep", "cosine"),
