@@ -121,14 +121,6 @@ def default_keypoint_sigmas() -> np.ndarray:
     return np.asarray(Params(iouType="keypoints").kpt_oks_sigmas, dtype=np.float64)
 
 
-def keypoint_gt_dataset(dataset: Mapping[str, Any]) -> dict[str, Any]:
-    """The GT without the annotations' segmentation, which keypoint evaluation never reads and
-    hotcoco would otherwise convert polygon by polygon."""
-    annotations = [{key: value for key, value in annotation.items() if key != "segmentation"}
-                   for annotation in dataset.get("annotations", [])]
-    return {**dataset, "annotations": annotations}
-
-
 def pycocotools_evaluator(coco_gt: COCO, results: list[Mapping[str, Any]],
                           logger: logging.Logger) -> COCOeval:
     """pycocotools' 'keypoints' COCOeval over the results.
@@ -145,7 +137,7 @@ def hotcoco_evaluator(coco_gt: COCO, results: list[Mapping[str, Any]],
     """hotcoco's 'keypoints' COCOeval over the results (which it reads without changing them);
     it keeps pycocotools' attribute names (params.imgIds, eval['precision'], stats)."""
     hotcoco = fast_backend_module()
-    gt = hotcoco.COCO(keypoint_gt_dataset(coco_gt.dataset))
+    gt = hotcoco.COCO(coco_gt.dataset)
     detections = call_logging_stdout(logger, gt.load_res, results)
     return hotcoco.COCOeval(gt, detections, "keypoints")
 
