@@ -137,7 +137,7 @@ def hotcoco_evaluator(coco_gt: COCO, results: list[Mapping[str, Any]],
     """hotcoco's 'keypoints' COCOeval over the results (which it reads without changing them);
     it keeps pycocotools' attribute names (params.imgIds, eval['precision'], stats)."""
     hotcoco = fast_backend_module()
-    gt = hotcoco.COCO(coco_gt.dataset)
+    gt = call_logging_stdout(logger, hotcoco.COCO, coco_gt.dataset)
     detections = call_logging_stdout(logger, gt.load_res, results)
     return hotcoco.COCOeval(gt, detections, "keypoints")
 
