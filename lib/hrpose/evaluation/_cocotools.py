@@ -30,11 +30,11 @@ _HOTCOCO_SIGMA_WARNING = "hotcoco: kpt_oks_sigmas differ from the COCO defaults"
 
 def call_logging_stdout(logger: logging.Logger, function: Callable[..., ReturnT],
                         *args: Any) -> ReturnT:
-    """Call a pycocotools function and send what it prints to ``logger`` at INFO.
+    """Call a pycocotools or hotcoco function and send what it prints to ``logger`` at INFO.
 
-    pycocotools reports progress and its summary with print(); redirecting keeps stdout clean
-    and lands the summary in the run's log file. The captured text is logged even when the call
-    raises, because it usually explains the failure.
+    Both report progress and the summary with print(); redirecting keeps stdout clean and lands
+    the summary in the run's log file. The captured text is logged even when the call raises,
+    because it usually explains the failure. hotcoco's custom-sigma warning is dropped.
     """
     captured = io.StringIO()
     try:
