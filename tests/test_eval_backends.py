@@ -246,7 +246,9 @@ def test_auto_keeps_pycocotools_for_annotation_id_zero(tmp_path, caplog):
     path = coco_gt_file(tmp_path, gt)
     with caplog.at_level(logging.INFO, logger="hrpose.evaluation.coco"):
         stats = evaluate_coco_keypoints(path, predictions, backend="auto")
-    assert [r.getMessage() for r in caplog.records if "annotation id 0" in r.getMessage()]
+    if backends.fast_backend_module() is not None:  # else the line says hotcoco is missing
+        lines = [r for r in caplog.records if "TEST.EVAL_BACKEND" in r.getMessage()]
+        assert len(lines) == 1 and "annotation id 0" in lines[0].getMessage()
     assert stats == evaluate_coco_keypoints(path, predictions, backend="pycocotools")
     # pycocotools' evaluateImg records the matched GT's id in dtm and accumulate counts dtm == 0
     # as unmatched: the exact detection of GT id 0 is a false positive, so AP and AR are 0.
