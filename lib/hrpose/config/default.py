@@ -211,6 +211,10 @@ _C.TEST.OKS_THRE = 0.5
 _C.TEST.IN_VIS_THRE = 0.0
 _C.TEST.COCO_BBOX_FILE = ""
 _C.TEST.MODEL_FILE = ""
+# Library that scores COCO/CrowdPose/OCHuman keypoints: pycocotools (the reference), hotcoco (a
+# Rust evaluator, same numbers as pycocotools except when a GT annotation has id 0), or auto:
+# hotcoco when it is installed and gives pycocotools' numbers for the GT, else pycocotools.
+_C.TEST.EVAL_BACKEND = "auto"
 # --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
 # Values of the HigherHRNet experiments. Test scales (must include 1: tags are read at scale 1).
 _C.TEST.SCALE_FACTOR = [1.0]

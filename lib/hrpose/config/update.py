@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple] = {
     "TEST.GROUPING": ("fixed", "progressive"),
     "TEST.ASSIGNMENT_SOLVER": ("munkres", "scipy"),
     "TEST.GAUSSIAN_FIT": ("reference", "corrected"),
+    "TEST.EVAL_BACKEND": ("auto", "pycocotools", "hotcoco"),
     "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
     "TRAIN.LR_SCHEDULER": ("multistep", "cosine"),

@@ -166,7 +166,9 @@ def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: s
         return {"Null": 0.0}, 0.0
     sigmas = dataset.keypoint_info.sigmas_array
     if name == "crowdpose":
-        name_values = evaluate_crowdpose_keypoints(evaluation["gt_file"], results, sigmas)
+        name_values = evaluate_crowdpose_keypoints(evaluation["gt_file"], results, sigmas,
+                                                   cfg.TEST.EVAL_BACKEND)
     else:
-        name_values = evaluate_coco_keypoints(evaluation["coco"], results, sigmas)
+        name_values = evaluate_coco_keypoints(evaluation["coco"], results, sigmas,
+                                              cfg.TEST.EVAL_BACKEND)
     return name_values, name_values["AP"]

@@ -131,13 +131,14 @@ def results_file(output_dir: str, image_set: str, result_set: str) -> str:
     return os.path.join(output_dir, "results", f"keypoints_{image_set}{tag}_results.json")
 
 
-def score_results(dataset, results: list[dict]) -> dict[str, float]:
-    """The split's evaluation protocol (CrowdPose or COCO) applied to result entries."""
+def score_results(dataset, results: list[dict], backend: str = "auto") -> dict[str, float]:
+    """The split's evaluation protocol (CrowdPose or COCO) applied to result entries, scored by
+    the TEST.EVAL_BACKEND library ``backend``."""
     evaluation = dataset.evaluation
     sigmas = dataset.keypoint_info.sigmas_array
     if evaluation["dataset"] == "crowdpose":
-        return evaluate_crowdpose_keypoints(evaluation["gt_file"], results, sigmas)
-    return evaluate_coco_keypoints(evaluation["coco"], results, sigmas)
+        return evaluate_crowdpose_keypoints(evaluation["gt_file"], results, sigmas, backend)
+    return evaluate_coco_keypoints(evaluation["coco"], results, sigmas, backend)
 
 
 def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict,
@@ -152,7 +153,7 @@ def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict,
         results = predictions["results"][name]
         write_keypoint_results(results, results_file(output_dir, image_set, name))
         if has_ground_truth:
-            scored[name] = score_results(dataset, results)
+            scored[name] = score_results(dataset, results, cfg.TEST.EVAL_BACKEND)
     if not has_ground_truth:
         logger.info("%s has no ground truth; nothing to evaluate", evaluation["gt_file"])
         return {"Null": 0.0}, 0.0

@@ -215,7 +215,9 @@ def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: s
         logger.info("%s has no ground truth; nothing to evaluate", evaluation["gt_file"])
         return {"Null": 0.0}, 0.0
     if name == "crowdpose":
-        name_values = evaluate_crowdpose_keypoints(evaluation["gt_file"], results, info.sigmas_array)
+        name_values = evaluate_crowdpose_keypoints(evaluation["gt_file"], results,
+                                                   info.sigmas_array, cfg.TEST.EVAL_BACKEND)
     else:
-        name_values = evaluate_coco_keypoints(evaluation["coco"], results, info.sigmas_array)
+        name_values = evaluate_coco_keypoints(evaluation["coco"], results, info.sigmas_array,
+                                              cfg.TEST.EVAL_BACKEND)
     return name_values, name_values["AP"]

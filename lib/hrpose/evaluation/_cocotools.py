@@ -1,4 +1,5 @@
-"""Shared plumbing over pycocotools: quiet calls, GT and result loading, the evaluator run."""
+"""Shared plumbing over pycocotools and hotcoco: quiet calls, GT and result loading, the
+evaluator run."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import contextlib
 import io
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pycocotools.cocoeval import COCOeval, Params
 
+from hrpose.evaluation.backends import FAST_BACKEND, choose_backend, fast_backend_module
 from hrpose.evaluation.results import load_keypoint_results
 from hrpose.utils.io import read_json
 
@@ -20,18 +23,23 @@ ReturnT = TypeVar("ReturnT")
 
 ResultsArg = Sequence[Mapping[str, Any]] | str | os.PathLike
 
+# hotcoco warns whenever the sigmas are not its own literals (0.026, ...); pycocotools' .26 / 10
+# already differs from those in the last bit, and CrowdPose's sigmas are the protocol's.
+_HOTCOCO_SIGMA_WARNING = "hotcoco: kpt_oks_sigmas differ from the COCO defaults"
+
 
 def call_logging_stdout(logger: logging.Logger, function: Callable[..., ReturnT],
                         *args: Any) -> ReturnT:
-    """Call a pycocotools function and send what it prints to ``logger`` at INFO.
+    """Call a pycocotools or hotcoco function and send what it prints to ``logger`` at INFO.
 
-    pycocotools reports progress and its summary with print(); redirecting keeps stdout clean
-    and lands the summary in the run's log file. The captured text is logged even when the call
-    raises, because it usually explains the failure.
+    Both report progress and the summary with print(); redirecting keeps stdout clean and lands
+    the summary in the run's log file. The captured text is logged even when the call raises,
+    because it usually explains the failure. hotcoco's custom-sigma warning is dropped.
     """
     captured = io.StringIO()
     try:
-        with contextlib.redirect_stdout(captured):
+        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_HOTCOCO_SIGMA_WARNING)
             return function(*args)
     finally:
         for line in captured.getvalue().splitlines():
@@ -56,15 +64,11 @@ def read_gt_dataset(gt_path: str | os.PathLike) -> dict[str, Any]:
     return dataset
 
 
-def load_result_list(results: ResultsArg) -> list[dict[str, Any]]:
-    """Return the results as a list of fresh dicts, reading them first when given a path.
-
-    ``COCO.loadRes`` writes 'id', 'area' and 'bbox' into the dicts it receives, so it gets
-    shallow copies and the caller's results stay as they were.
-    """
+def load_result_list(results: ResultsArg) -> list[Mapping[str, Any]]:
+    """Return the results as a list, reading them first when given a path."""
     if isinstance(results, (str, os.PathLike)):
-        results = load_keypoint_results(results)
-    return [dict(result) for result in results]
+        return load_keypoint_results(results)
+    return list(results)
 
 
 def check_result_image_ids(coco_gt: COCO, results: Sequence[Mapping[str, Any]]) -> None:
@@ -88,7 +92,6 @@ def load_detections(coco_gt: COCO, results: list[dict[str, Any]],
                  "categories": list(coco_gt.dataset.get("categories", [])),
                  "annotations": []}
         return coco_from_dataset(empty, logger)
-    check_result_image_ids(coco_gt, results)
     return call_logging_stdout(logger, coco_gt.loadRes, results)
 
 
@@ -113,12 +116,45 @@ def as_sigma_array(sigmas: Any, coco_gt: COCO) -> np.ndarray:
     return array
 
 
-def summarised_keypoint_eval(coco_gt: COCO, coco_dt: COCO, sigmas: np.ndarray | None,
-                             max_dets: list[int] | None, logger: logging.Logger) -> COCOeval:
-    """Run COCOeval 'keypoints' evaluate/accumulate/summarize and return the evaluator."""
-    evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
-    if sigmas is not None:
-        evaluator.params.kpt_oks_sigmas = sigmas
+def default_keypoint_sigmas() -> np.ndarray:
+    """pycocotools' COCO keypoint sigmas (.26 / 10, ...), bit for bit."""
+    return np.asarray(Params(iouType="keypoints").kpt_oks_sigmas, dtype=np.float64)
+
+
+def pycocotools_evaluator(coco_gt: COCO, results: list[Mapping[str, Any]],
+                          logger: logging.Logger) -> COCOeval:
+    """pycocotools' 'keypoints' COCOeval over the results.
+
+    ``COCO.loadRes`` writes 'id', 'area' and 'bbox' into the dicts it receives, so it gets
+    shallow copies and the caller's results stay as they were.
+    """
+    detections = load_detections(coco_gt, [dict(result) for result in results], logger)
+    return COCOeval(coco_gt, detections, "keypoints")
+
+
+def hotcoco_evaluator(coco_gt: COCO, results: list[Mapping[str, Any]],
+                      logger: logging.Logger) -> Any:
+    """hotcoco's 'keypoints' COCOeval over the results (which it reads without changing them);
+    it keeps pycocotools' attribute names (params.imgIds, eval['precision'], stats)."""
+    hotcoco = fast_backend_module()
+    gt = call_logging_stdout(logger, hotcoco.COCO, coco_gt.dataset)
+    detections = call_logging_stdout(logger, gt.load_res, results)
+    return hotcoco.COCOeval(gt, detections, "keypoints")
+
+
+def summarised_keypoint_eval(coco_gt: COCO, results: list[Mapping[str, Any]],
+                             sigmas: np.ndarray | None, max_dets: list[int] | None,
+                             backend: str, logger: logging.Logger) -> Any:
+    """Run a 'keypoints' COCOeval evaluate/accumulate/summarize and return the evaluator.
+
+    ``backend`` is a TEST.EVAL_BACKEND value; the library it resolves to gets the sigmas
+    explicitly (pycocotools' own when None), so both score with the same bits.
+    """
+    check_result_image_ids(coco_gt, results)
+    library = choose_backend(backend, coco_gt.dataset, logger)
+    make_evaluator = hotcoco_evaluator if library == FAST_BACKEND else pycocotools_evaluator
+    evaluator = make_evaluator(coco_gt, results, logger)
+    evaluator.params.kpt_oks_sigmas = default_keypoint_sigmas() if sigmas is None else sigmas
     if max_dets is not None:
         evaluator.params.maxDets = list(max_dets)
     call_logging_stdout(logger, evaluator.evaluate)

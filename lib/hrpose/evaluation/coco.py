@@ -1,4 +1,4 @@
-"""COCO keypoint AP/AR with pycocotools, reported under the names the original logs use."""
+"""COCO keypoint AP/AR (pycocotools' numbers), reported under the names the original logs use."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from hrpose.evaluation._cocotools import (
     ResultsArg,
     as_sigma_array,
     coco_from_dataset,
-    load_detections,
     load_result_list,
     read_gt_dataset,
     summarised_keypoint_eval,
@@ -35,12 +34,13 @@ def load_coco_gt(gt: COCO | str | os.PathLike) -> COCO:
 
 
 def evaluate_coco_keypoints(gt: COCO | str | os.PathLike, results: ResultsArg,
-                            sigmas: Any = None) -> OrderedDict[str, float]:
+                            sigmas: Any = None, backend: str = "auto") -> OrderedDict[str, float]:
     """COCO keypoint evaluation: the 10 summary stats of COCOeval 'keypoints', as Python floats.
 
     ``results`` is a list of {image_id, category_id, keypoints (flat 3K), score} dicts or the
     path of a JSON file holding one. ``sigmas`` replaces pycocotools' COCO OKS sigmas when
     given (one per keypoint). An empty result list scores every stat 0 with a warning.
+    ``backend`` is a TEST.EVAL_BACKEND value (evaluation/backends.py).
     """
     coco_gt = load_coco_gt(gt)
     detections = load_result_list(results)
@@ -48,7 +48,6 @@ def evaluate_coco_keypoints(gt: COCO | str | os.PathLike, results: ResultsArg,
         logger.warning("no keypoint results to evaluate; reporting every COCO stat as 0")
         return OrderedDict((name, 0.0) for name in COCO_STAT_NAMES)
     sigma_array = None if sigmas is None else as_sigma_array(sigmas, coco_gt)
-    coco_dt = load_detections(coco_gt, detections, logger)
-    evaluator = summarised_keypoint_eval(coco_gt, coco_dt, sigma_array, None, logger)
+    evaluator = summarised_keypoint_eval(coco_gt, detections, sigma_array, None, backend, logger)
     return OrderedDict((name, float(value))
                        for name, value in zip(COCO_STAT_NAMES, evaluator.stats))

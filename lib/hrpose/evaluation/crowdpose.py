@@ -18,7 +18,6 @@ from hrpose.evaluation._cocotools import (
     as_sigma_array,
     call_logging_stdout,
     coco_from_dataset,
-    load_detections,
     load_result_list,
     read_gt_dataset,
     summarised_keypoint_eval,
@@ -125,14 +124,16 @@ def load_crowdpose_gt(gt: COCO | Mapping[str, Any] | str | os.PathLike) -> dict[
 
 def evaluate_crowdpose_keypoints(gt_path_or_dict: COCO | Mapping[str, Any] | str | os.PathLike,
                                  results: ResultsArg,
-                                 sigmas: Any = None) -> OrderedDict[str, float]:
+                                 sigmas: Any = None,
+                                 backend: str = "auto") -> OrderedDict[str, float]:
     """CrowdPose evaluation, numerically identical to crowdposetools.
 
     ``results`` is a list of {image_id, category_id, keypoints (flat 3 x 14), score} dicts or a
     path to a JSON file of them; they are evaluated as given (no filtering, no area change).
     ``sigmas`` defaults to the CrowdPose sigmas. AP (E/M/H) are the APs of the easy, medium
     and hard crowd-index subsets of all GT images, -1 for an empty subset. An empty result
-    list is evaluated as "nothing detected" (AP and AR 0) with a warning.
+    list is evaluated as "nothing detected" (AP and AR 0) with a warning. ``backend`` is a
+    TEST.EVAL_BACKEND value (evaluation/backends.py).
     """
     dataset = load_crowdpose_gt(gt_path_or_dict)
     coco_gt = coco_from_dataset(with_crowdpose_areas(dataset), logger)
@@ -141,8 +142,8 @@ def evaluate_crowdpose_keypoints(gt_path_or_dict: COCO | Mapping[str, Any] | str
     detections = load_result_list(results)
     if not detections:
         logger.warning("no keypoint results to evaluate; CrowdPose AP and AR will be 0")
-    coco_dt = load_detections(coco_gt, detections, logger)
-    evaluator = summarised_keypoint_eval(coco_gt, coco_dt, sigma_array, MAX_DETECTIONS, logger)
+    evaluator = summarised_keypoint_eval(coco_gt, detections, sigma_array, MAX_DETECTIONS,
+                                         backend, logger)
     name_value = OrderedDict((name, float(evaluator.stats[index]))
                              for name, index in _FULL_SET_STAT_INDEX.items())
     # The subsets run last: they leave the evaluator's imgIds restricted to the hard subset.
