@@ -124,6 +124,16 @@ def test_export_to_a_folder_says_a_file_name_is_expected(tmp_path, monkeypatch, 
     assert os.listdir(tmp_path / "models") == []
 
 
+def test_plot_coco_without_its_images_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "results.json").write_text("[]")
+    (tmp_path / "annotations.json").write_text("{}")
+    result = run_tool_in_process("plot_coco.py", "--results", "results.json", "--annotations",
+                                 "annotations.json", "--images", "nowhere", "--output", "plots",
+                                 cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    error_line(result, "--images folder not found: 'nowhere'")
+    assert not (tmp_path / "plots").exists()
+
+
 # --- a full disk -------------------------------------------------------------------------------
 
 # Imported by the tool's interpreter at start-up (site imports sitecustomize from sys.path): a full

@@ -293,7 +293,7 @@ def _native_stdout_silenced():
         libc = ctypes.CDLL(None)
         sys.stdout.flush()
         saved = os.dup(1)
-    except (OSError, AttributeError, ValueError):  # no C library handle or no descriptor 1
+    except (OSError, AttributeError, TypeError, ValueError):  # no C library, or no descriptor 1
         yield
         return
     try:

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from types import TracebackType
-from typing import Callable
+from typing import Callable, NoReturn
 
 from ..config import get_default_config, update_config
 from ..errors import HrposeError
@@ -38,8 +38,9 @@ def config_from_args(args: argparse.Namespace):
 
 # Names the library's writers give the file they write; see path_being_written.
 WRITTEN_PATH_NAMES = ("path", "target")
-FULL_DISK_REASONS = {errno.ENOSPC: "no space left on device",
-                     errno.EDQUOT: "disk quota exceeded"}
+FULL_DISK_REASONS = {errno.ENOSPC: "no space left on device"}
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    FULL_DISK_REASONS[errno.EDQUOT] = "disk quota exceeded"
 
 
 def path_being_written(error: OSError) -> str | None:
@@ -106,7 +107,7 @@ def describe_os_error(error: OSError) -> str | None:
     return f"{reason}: '{path}'{second}"
 
 
-def _stop(message: str) -> None:
+def _stop(message: str) -> NoReturn:
     logging.getLogger("hrpose").debug("stopping", exc_info=True)
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)

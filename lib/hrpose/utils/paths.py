@@ -22,6 +22,7 @@ def blocking_file(path: str | os.PathLike) -> str | None:
 
 
 def is_same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether a and b name the same place (relative or absolute)."""
     return os.path.abspath(a) == os.path.abspath(b)
 
 
