@@ -346,6 +346,9 @@ def test_os_errors_are_described_by_what_is_in_the_way(tmp_path):
         "permission denied: '/x/y'"
     assert describe_os_error(OSError(errno.EROFS, "Read-only file system", "/x/y")) == \
         "cannot write '/x/y': the file system is read-only"
+    # A message of its own (cv2.imwrite only returns False) names the file itself.
+    assert describe_os_error(OSError("could not write image 'out/frames/1.jpg'")) == \
+        "could not write image 'out/frames/1.jpg'"
     # Not about a file the user named: a bug, left to the traceback.
     assert describe_os_error(OSError(errno.EBADF, "Bad file descriptor")) is None
 
@@ -368,6 +371,30 @@ def test_a_full_disk_is_named_by_the_file_being_written(error_number, reason, tm
                                                f"and run again (files written before are kept)")
     assert describe_os_error(OSError(error_number, "x")) == \
         f"{reason} writing a file; free some space and run again (files written before are kept)"
+
+
+def test_a_full_disk_during_an_export_names_the_onnx_file_not_its_temporary(tmp_path,
+                                                                            monkeypatch):
+    import torch
+    from hrpose.apis.export import export_onnx, load_model_for_export
+    from hrpose.config import load_config
+    pytest.importorskip("onnx")
+    cfg = load_config(str(REPO_ROOT / HRNET_CFG), ["MODEL.IMAGE_SIZE", "[64,64]",
+                                                    "MODEL.HEATMAP_SIZE", "[16,16]"])
+    model = load_model_for_export(cfg, random_weights=True)
+
+    def full_disk_export(module, args, f, *rest, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f)  # names the temporary file
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk_export)
+    target = str(tmp_path / "model.onnx")
+    with pytest.raises(OSError) as caught:
+        export_onnx(model, cfg, target)
+    assert os.path.basename(caught.value.filename).startswith(".tmp-")
+    assert describe_os_error(caught.value) == (f"no space left on device writing '{target}'; "
+                                               f"free some space and run again (files written "
+                                               f"before are kept)")
+    assert os.listdir(tmp_path) == []
 
 
 def test_output_path_checks_name_the_option(tmp_path):

@@ -466,6 +466,8 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
         try:
             messages = _torchscript_export(ExportModule(traced, last_only), example, temporary,
                                            names, dynamic_axes, opset)
+        except OSError:  # writing the file failed (a full disk): not the model's fault
+            raise
         except Exception as error:  # the exporter raises many unrelated types
             raise ExportError(f"{cfg.MODEL.NAME} cannot be exported to ONNX (opset {opset}): "
                               f"{type(error).__name__}: {_first_line(error)}") from error

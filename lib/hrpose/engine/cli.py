@@ -43,28 +43,36 @@ if hasattr(errno, "EDQUOT"):  # not on Windows
     FULL_DISK_REASONS[errno.EDQUOT] = "disk quota exceeded"
 
 
+def is_temporary_file(path: str) -> bool:
+    """Whether path is named like the temporary files hrpose writes before renaming them into
+    place: hidden (".tmp-x.pth", ".name.x.tmp", ".stem.partial.mp4") or ending in ".tmp"."""
+    name = os.path.basename(path)
+    return name.startswith(".") or name.endswith(".tmp")
+
+
 def path_being_written(error: OSError) -> str | None:
-    """The file an OSError happened on: the path argument of the innermost hrpose function the
-    error passed through, else the error's own file name.
+    """The file an OSError happened on, as the user knows it: the error's own file name, else
+    the path (or target) argument of the innermost hrpose function it passed through; a
+    temporary file is passed over for the file it was to become.
 
     write() and fsync() on an open file raise OSErrors without a file name, and the atomic
-    writers' temporary file is gone by the time the error is reported; the writer's target path
-    is what the user knows.
+    writers' temporary file is gone by the time the error is reported.
     """
-    found = None
+    candidates = [os.fsdecode(error.filename)] if error.filename is not None else []
+    frames = []
     trace: TracebackType | None = error.__traceback__
     while trace is not None:
-        frame = trace.tb_frame
-        if frame.f_globals.get("__name__", "").startswith("hrpose."):
-            for name in WRITTEN_PATH_NAMES:
-                value = frame.f_locals.get(name)
-                if isinstance(value, (str, os.PathLike)) and os.fspath(value):
-                    found = os.fspath(value)
-                    break
+        frames.append(trace.tb_frame)
         trace = trace.tb_next
-    if error.filename is not None and (found is None or os.path.exists(error.filename)):
-        return os.fsdecode(error.filename)
-    return found
+    for frame in reversed(frames):  # innermost first
+        if not frame.f_globals.get("__name__", "").startswith("hrpose."):
+            continue
+        for name in WRITTEN_PATH_NAMES:
+            value = frame.f_locals.get(name)
+            if isinstance(value, (str, os.PathLike)) and os.fsdecode(value):
+                candidates.append(os.fsdecode(value))
+    named = [path for path in candidates if not is_temporary_file(path)]
+    return (named or candidates or [None])[0]
 
 
 def _full_disk_message(error: OSError) -> str:
@@ -87,11 +95,14 @@ def _blocked_path_message(path: str) -> str | None:
 
 def describe_os_error(error: OSError) -> str | None:
     """One line for an OSError caused by the user's paths or disk: which file, what was expected
-    or what went wrong; None for an OSError that does not name a file (a bug, not bad input)."""
+    or what went wrong; None for a system error that names no file (a bug, not bad input)."""
     if error.errno in FULL_DISK_REASONS:
         return _full_disk_message(error)
     if error.filename is None:
-        return str(error) if isinstance(error, FileNotFoundError) else None
+        # Raised with a message of its own ("could not write image 'x'"): it names the file.
+        if error.errno is None or isinstance(error, FileNotFoundError):
+            return str(error) or None
+        return None
     path, other = os.fsdecode(error.filename), error.filename2
     if isinstance(error, IsADirectoryError):
         # os.replace(temporary, target) names the target second.
