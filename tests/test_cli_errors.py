@@ -34,7 +34,8 @@ TIMEOUT = 180
 def run_tool(tool, *args, cwd, pythonpath_first=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if pythonpath_first:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath_first), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath_first),
+                                                          env.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, str(REPO_ROOT / "tools" / tool), *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=TIMEOUT)
 
@@ -79,11 +80,11 @@ def _blocked_output_cases():
     return {
         # tool: (arguments, the texts the message must hold)
         "train.py": ([*cfg, "OUTPUT_DIR", "'blocker/out'", "LOG_DIR", "'log'", *TINY_MODEL],
-                     ["'blocker/out'", "'blocker' is a file, not a folder"]),
+                     ["cannot write 'blocker/out", "'blocker' is a file, not a folder"]),
         "valid.py": ([*cfg, "OUTPUT_DIR", "'out'", "LOG_DIR", "'blocker'", *TINY_MODEL],
-                     ["'blocker/synthetic'", "'blocker' is a file, not a folder"]),
+                     ["cannot write 'blocker/synthetic", "'blocker' is a file, not a folder"]),
         "demo.py": ([*cfg, "OUTPUT_DIR", "'blocker'", "LOG_DIR", "'log'", *TINY_MODEL],
-                    ["'blocker/synthetic'", "'blocker' is a file, not a folder"]),
+                    ["cannot write 'blocker/synthetic", "'blocker' is a file, not a folder"]),
         "rescore_data.py": (["--cfg", REPO_ROOT / REGRESSION_CFG, "--output",
                              "blocker/data.npz", "OUTPUT_DIR", "'out'", "LOG_DIR", "'log'"],
                             ["--output 'blocker/data.npz'", "'blocker' is a file"]),
