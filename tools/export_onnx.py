@@ -1,4 +1,4 @@
-"""Export an experiment's model to ONNX (opset 17) and check the file against PyTorch.
+"""Export an experiment's model to ONNX (opset 17 by default) and check the file against PyTorch.
 
     python tools/export_onnx.py --cfg experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml \\
         --output models/onnx/pose_hrnet_w32_256x192.onnx \\
@@ -17,18 +17,24 @@ deformable convolutions.
 After writing the file (under a temporary name, then renamed) the tool runs random inputs through
 onnxruntime's CPU provider and through PyTorch and prints the largest absolute difference of each
 output; above --tolerance it exits with status 1 (the file is kept for inspection). Bad input
-(missing checkpoint, config that does not fit it, a model that cannot be exported) ends with one
-'error:' line and status 2.
+(missing checkpoint, config that does not fit it, a model that cannot be exported, an opset this
+PyTorch cannot export to, an --output that is a folder) ends with one 'error:' line and status 2;
+the options are checked before the model is loaded. --all-stacks on a model without stacks only
+warns: the file then holds every output the model has, which is what was asked for.
 """
 
 import argparse
+import logging
+import math
 import sys
 
-from hrpose.apis.export import (DEFAULT_OPSET, DEFAULT_TOLERANCE, check_onnx_parity,
-                                export_onnx, format_parity, load_model_for_export,
-                                max_differences)
+from hrpose.apis.export import (DEFAULT_OPSET, DEFAULT_TOLERANCE, check_export_options,
+                                check_onnx_parity, export_onnx, format_parity,
+                                load_model_for_export, max_differences, supported_opsets)
 from hrpose.config import load_config
 from hrpose.engine.cli import run_cli
+from hrpose.errors import HrposeError
+from hrpose.utils.paths import check_output_file
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,19 +50,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help=f"largest absolute difference allowed between onnxruntime and "
                              f"PyTorch (default {DEFAULT_TOLERANCE:g})")
+    opsets = supported_opsets()
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
+                        help=f"ONNX opset (default {DEFAULT_OPSET}"
+                             + (f"; this PyTorch exports {opsets.start} to {opsets.stop - 1})"
+                                if opsets else ")"))
     parser.add_argument("--fixed-batch", type=int, default=None, metavar="N",
                         help="export with a fixed batch size N instead of a dynamic batch axis")
     parser.add_argument("--all-stacks", action="store_true",
-                        help="stacked hourglass: export every stack's heatmaps, not only the last")
+                        help="stacked hourglass: export every stack's heatmaps, not only the "
+                             "last (other models: no effect, with a warning)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. TEST.MODEL_FILE m.pth")
     return parser.parse_args()
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The options that need no model, checked before the model is built or loaded."""
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise HrposeError(f"--tolerance must be zero or a positive number, got {args.tolerance}")
+    if args.fixed_batch is not None and args.fixed_batch < 1:
+        raise HrposeError(f"--fixed-batch must be a positive batch size, got {args.fixed_batch}")
+    check_export_options(args.opset)
+    check_output_file(args.output, "--output")
+
+
 def main() -> None:
     args = parse_args()
+    logging.basicConfig(format="%(levelname)s: %(message)s")
+    check_arguments(args)
     cfg = load_config(args.cfg, args.opts)
     model = load_model_for_export(cfg, args.random_weights, args.seed)
     weights = "random initialisation" if args.random_weights else cfg.TEST.MODEL_FILE

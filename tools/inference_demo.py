@@ -33,6 +33,8 @@ from hrpose.apis.video import (DEFAULT_INFERENCE_FPS, DEFAULT_VISUALIZATION_THRE
 from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
 from hrpose.engine.device import select_device
 from hrpose.engine.run_dir import setup_logging
+from hrpose.errors import HrposeError
+from hrpose.utils.paths import check_output_folder
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +45,8 @@ def parse_args() -> argparse.Namespace:
     source.add_argument("--image", help="an image file, a folder of images, or a .txt list of "
                                         "image paths (relative to the list's folder)")
     source.add_argument("--camera", type=int, metavar="INDEX",
-                        help="OpenCV camera index (stop with Ctrl-C or --max-frames)")
+                        help="OpenCV camera index, 0 for the first camera (stop with Ctrl-C or "
+                             "--max-frames)")
     parser.add_argument("--outputDir", default="",
                         help="output folder (default <OUTPUT_DIR>/inference_demo)")
     parser.add_argument("--inferenceFps", type=float, default=DEFAULT_INFERENCE_FPS,
@@ -87,19 +90,34 @@ def parse_args() -> argparse.Namespace:
                              "so a joint lags about 4 px instead of 16; pixel speeds grow with "
                              "the resolution, so halve it for 1440p (default %(default)s)")
     add_config_arguments(parser)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Values argparse cannot check, each refused with one line before anything is opened (OpenCV
+    crashes the process on a negative camera index)."""
+    if args.camera is not None and args.camera < 0:
+        raise HrposeError(f"--camera must be a non-negative camera index (0 is the first "
+                          f"camera), got {args.camera}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise HrposeError(f"--max-frames must be a positive number of frames, got "
+                          f"{args.max_frames}")
+    if not (math.isfinite(args.inferenceFps) and args.inferenceFps >= 0):
+        raise HrposeError(f"--inferenceFps must be zero (every frame) or a positive rate, got "
+                          f"{args.inferenceFps}")
     if not (math.isfinite(args.smooth_min_cutoff) and args.smooth_min_cutoff > 0):
-        parser.error(f"--smooth-min-cutoff must be a positive number of Hz, got "
-                     f"{args.smooth_min_cutoff}")
+        raise HrposeError(f"--smooth-min-cutoff must be a positive number of Hz, got "
+                          f"{args.smooth_min_cutoff}")
     if not (math.isfinite(args.smooth_beta) and args.smooth_beta >= 0):
-        parser.error(f"--smooth-beta must be zero or positive, got {args.smooth_beta}")
-    return args
+        raise HrposeError(f"--smooth-beta must be zero or positive, got {args.smooth_beta}")
 
 
 def main() -> None:
     args = parse_args()
+    check_arguments(args)
     cfg = config_from_args(args)
     output_dir = args.outputDir or os.path.join(cfg.OUTPUT_DIR, "inference_demo")
+    check_output_folder(output_dir, "--outputDir" if args.outputDir else "the output folder")
     setup_logging()
     source = open_frame_source(args.videoFile, args.image, args.camera, args.inferenceFps,
                                args.max_frames)

@@ -8,6 +8,7 @@ from hrpose.datasets.synthetic import (ANNOTATION_FILE_PATTERN, DETECTION_FILE,
                                        IMAGE_FOLDER_PATTERN, SPLITS, generate_synthetic_dataset,
                                        validate_options)
 from hrpose.engine.cli import run_cli
+from hrpose.utils.paths import check_output_folder
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,6 +56,7 @@ def describe(summary: dict, seconds: float) -> str:
 
 def main() -> None:
     args = parse_args()
+    check_output_folder(args.root, "--root")
     start = time.perf_counter()
     summary = generate_synthetic_dataset(
         args.root, num_train=args.num_train, num_val=args.num_val, seed=args.seed,

@@ -11,9 +11,12 @@ skeleton (the keypoint count must fit it).
 """
 
 import argparse
+import os
 
 from hrpose.datasets.metadata import KEYPOINT_INFO
 from hrpose.engine.cli import run_cli
+from hrpose.errors import DataFileNotFoundError
+from hrpose.utils.paths import check_output_folder
 from hrpose.utils.plot import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_SCORE_THRESHOLD, load_results,
                                plot_coco_results)
 
@@ -45,6 +48,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if not os.path.isdir(args.images):
+        raise DataFileNotFoundError(f"--images folder not found: '{args.images}' (the folder the "
+                                    f"annotation file's image file names are relative to)")
+    check_output_folder(args.output, "--output")
     written = plot_coco_results(load_results(args.results), args.annotations, args.images,
                                 args.output, KEYPOINT_INFO[args.dataset],
                                 score_threshold=args.score_thre,

@@ -11,6 +11,7 @@ import argparse
 from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
 from hrpose.engine.rescore import RESULT_SETS, write_rescore_data_of_config
 from hrpose.engine.run_dir import create_run
+from hrpose.utils.paths import check_output_file
 
 
 def main() -> None:
@@ -26,6 +27,10 @@ def main() -> None:
     add_config_arguments(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
+    # Checked before the model runs over the whole split.
+    output = args.output or cfg.RESCORE.DATA_FILE
+    if output:
+        check_output_file(output, "--output" if args.output else "RESCORE.DATA_FILE")
     create_run(cfg, args.cfg, "rescore_data")
     write_rescore_data_of_config(cfg, args.split, args.result_set, args.output)
 

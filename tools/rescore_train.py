@@ -11,6 +11,7 @@ import argparse
 from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
 from hrpose.engine.rescore import train_rescore_net_of_config
 from hrpose.engine.run_dir import create_run
+from hrpose.utils.paths import check_output_file
 
 
 def main() -> None:
@@ -23,6 +24,10 @@ def main() -> None:
     add_config_arguments(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
+    # Checked before the net trains.
+    output = args.output or cfg.RESCORE.MODEL_FILE
+    if output:
+        check_output_file(output, "--output" if args.output else "RESCORE.MODEL_FILE")
     create_run(cfg, args.cfg, "rescore_train")
     train_rescore_net_of_config(cfg, args.data, args.output)
 

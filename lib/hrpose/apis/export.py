@@ -37,9 +37,12 @@ metadata (model name, weights, input convention, outputs, keypoint names, the co
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -59,6 +62,7 @@ from ..models import build_model
 from ..utils.io import atomic_path
 from ..models.backbones.hrnext import KernelAggregation
 from ..models.complexity import network_input_size
+from ..utils.paths import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +106,34 @@ class ParityCheck:
     input_shape: tuple[int, ...]
     max_abs_diff: dict[str, float]
     max_abs_value: dict[str, float]
+
+
+# --- options ---------------------------------------------------------------------------------
+
+def supported_opsets() -> range | None:
+    """The opsets torch.onnx.export's TorchScript exporter supports in this torch version, as torch
+    itself records them (torch.onnx._constants: ONNX_MIN_OPSET, and the TorchScript exporter's
+    maximum, or ONNX_MAX_OPSET in versions without one); None if this torch does not say."""
+    try:
+        from torch.onnx import _constants
+        lowest = _constants.ONNX_MIN_OPSET
+        highest = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
+                          _constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return None
+    return range(lowest, highest + 1)
+
+
+def check_export_options(opset: int, fixed_batch: int | None = None) -> None:
+    """Refuse an opset this torch cannot export to and a batch size below 1, before any work
+    (an exporter run at an unsupported opset prints the whole graph before its error)."""
+    opsets = supported_opsets()
+    if opsets is not None and opset not in opsets:
+        raise ExportError(f"ONNX opset {opset} is not supported by this PyTorch's exporter "
+                          f"(torch {torch.__version__}): use an opset from {opsets.start} to "
+                          f"{opsets.stop - 1} (default {DEFAULT_OPSET})")
+    if fixed_batch is not None and fixed_batch < 1:
+        raise ExportError(f"a fixed batch size must be positive, got {fixed_batch}")
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -252,17 +284,42 @@ def export_input_shape(cfg: CfgNode, batch: int = 1) -> tuple[int, int, int, int
 
 # --- export ------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _native_stdout_silenced():
+    """Hide what the exporter's C++ side prints on file descriptor 1: the TorchScript exporter
+    turns its own log on for every export and prints the whole graph (hundreds of lines) when it
+    fails; the error itself is raised as usual."""
+    try:
+        libc = ctypes.CDLL(None)
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, AttributeError, TypeError, ValueError):  # no C library, or no descriptor 1
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                libc.fflush(None)  # what C++ buffered goes to the null device, not the terminal
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _torchscript_export(module: nn.Module, example: Tensor, path: str, names: list[str],
                         dynamic_axes: dict, opset: int) -> list[str]:
-    """torch.onnx.export with the TorchScript-based exporter; returns the warnings it gave, less
-    its own deprecation notice."""
-    with warnings.catch_warnings(record=True) as caught:
+    """torch.onnx.export with the TorchScript-based exporter; returns the warnings it gave (each
+    once), less its own deprecation notice."""
+    with warnings.catch_warnings(record=True) as caught, _native_stdout_silenced():
         warnings.simplefilter("always")
         torch.onnx.export(module, (example,), path, input_names=[INPUT_NAME], output_names=names,
                           dynamic_axes=dynamic_axes or None, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
-    return [str(w.message).splitlines()[0] for w in caught
-            if not issubclass(w.category, DeprecationWarning)]
+    messages = [str(w.message).splitlines()[0] for w in caught
+                if not issubclass(w.category, DeprecationWarning)]
+    return list(dict.fromkeys(messages))
 
 
 def _first_line(error: BaseException, limit: int = 400) -> str:
@@ -333,15 +390,16 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
 
     The batch axis is dynamic unless fixed_batch is set; bottom-up models also get dynamic height
     and width. all_stacks: a model returning a list of stacks (the hourglass) exports every stack
-    instead of the last. weights: what to record as the weights' origin in the metadata
-    (default TEST.MODEL_FILE). The file is written under a temporary name beside path and renamed
-    at the end: an export that fails leaves nothing behind. Raises ExportError for a model the
-    exporter cannot handle.
+    instead of the last (other models: no effect, with a warning). weights: what to record as the
+    weights' origin in the metadata (default TEST.MODEL_FILE). The file is written under a
+    temporary name beside path and renamed at the end: an export that fails leaves nothing
+    behind. Raises ExportError for a model the exporter cannot handle, an opset it does not
+    support or a path that is a folder (checked before any work).
     """
     check_exportable(cfg)
+    check_export_options(opset, fixed_batch)
+    check_output_file(path, "ONNX file")
     _import_onnx()
-    if fixed_batch is not None and fixed_batch < 1:
-        raise ExportError(f"a fixed batch size must be positive, got {fixed_batch}")
     model = model.cpu().eval()
     bottom_up = is_bottom_up(cfg.MODEL.NAME)
     batch = fixed_batch or 1
@@ -353,9 +411,17 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
         raise ExportError(f"{cfg.MODEL.NAME} does not run on a {tuple(shape)} input: "
                           f"{_first_line(error)}") from error
     names, last_only = output_names(cfg, outputs, shape[2], all_stacks)
+    has_stacks = not bottom_up and len(outputs) > 1
+    if all_stacks and not has_stacks:
+        # Every output is exported anyway, so the file is what was asked for: a warning, not an
+        # error, lets one command line export models of several families.
+        logger.warning("all stacks asked for, but %s returns %s, not one per stack: the option "
+                       "has no effect (only stacked models such as pose_hourglass have stacks)",
+                       cfg.MODEL.NAME, "one output per resolution" if bottom_up
+                       else "a single heatmap output")
 
     notes = []
-    if len(outputs) > 1 and not bottom_up:
+    if has_stacks:
         notes.append(f"The model returns {len(outputs)} stacks; "
                      + ("all are exported." if not last_only else
                         "the last (decoded by the validation loop) is exported."))
@@ -375,7 +441,7 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
                 axes.update({2: f"{name}_height", 3: f"{name}_width"})
             dynamic_axes[name] = axes
     exported = ExportedModel(os.path.abspath(path), INPUT_NAME, names, dynamic_axes,
-                             tuple(shape), bottom_up, all_stacks and not last_only, notes)
+                             tuple(shape), bottom_up, all_stacks and has_stacks, notes)
 
     def symbolic(tensor_name: str, tensor_shape) -> list:
         axes = dynamic_axes.get(tensor_name, {})
@@ -390,6 +456,8 @@ def export_onnx(model: nn.Module, cfg: CfgNode, path: str, *, opset: int = DEFAU
         try:
             messages = _torchscript_export(ExportModule(traced, last_only), example, temporary,
                                            names, dynamic_axes, opset)
+        except OSError:  # writing the file failed (a full disk): not the model's fault
+            raise
         except Exception as error:  # the exporter raises many unrelated types
             raise ExportError(f"{cfg.MODEL.NAME} cannot be exported to ONNX (opset {opset}): "
                               f"{type(error).__name__}: {_first_line(error)}") from error

@@ -201,6 +201,11 @@ class CameraSource(_CaptureSource):
 
     def __init__(self, index: int, inference_fps: float = DEFAULT_INFERENCE_FPS,
                  max_frames: int | None = None):
+        # OpenCV crashes the process (segmentation fault) on a negative index.
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise DataError(f"camera index must be a non-negative integer (0 is the first "
+                            f"camera), got {index!r}")
+        index = int(index)
         with native_stderr_silenced():
             capture = cv2.VideoCapture(index)
         if not capture.isOpened():
@@ -294,7 +299,7 @@ def open_frame_source(video: str | None = None, image: str | None = None,
         return VideoSource(video, inference_fps, max_frames)
     if image is not None:
         return ImageSource(image, max_frames)
-    return CameraSource(int(camera), inference_fps, max_frames)
+    return CameraSource(camera, inference_fps, max_frames)
 
 
 class AnnotatedVideoWriter:
