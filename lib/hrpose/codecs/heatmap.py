@@ -183,8 +183,8 @@ def quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor
     """Move integer peaks (B, K, 2) a quarter pixel towards the higher neighbour on each axis.
 
     Only peaks with 1 < px < W - 1 and 1 < py < H - 1 (px = floor(x + 0.5)) move; an axis with
-    equal neighbours stays put, one whose neighbours differ by NaN (inf - inf) becomes NaN, as
-    np.sign makes it in the reference. Returns new coords (B, K, 2).
+    equal neighbours stays put, and one whose neighbours are infinities of one sign (a NaN
+    difference) becomes NaN, as np.sign makes it in the reference. Returns new coords (B, K, 2).
     """
     height, width = heatmaps.shape[2:]
     if height < 3 or width < 3:
@@ -203,30 +203,31 @@ def quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor
     return torch.where(movable[..., None], coords + step * QUARTER_OFFSET, coords)
 
 
-def _quarter_steps_host(flat: np.ndarray, pixels: np.ndarray, height: int, width: int
+def _quarter_steps_host(storage: np.ndarray, pixels: np.ndarray, height: int, width: int
                         ) -> np.ndarray:
-    """quarter_offset's moves (N, 2) for integer peaks pixels (N, 2) of maps flat (N, H * W)."""
+    """quarter_offset's moves (N, 2) for integer peaks pixels (N, 2) of maps stored one after
+    another in storage (N * H * W,)."""
     x, y = pixels[:, 0], pixels[:, 1]
     movable = (x > 1) & (x < width - 1) & (y > 1) & (y < height - 1)
-    centre = np.clip(y, 1, height - 2) * width + np.clip(x, 1, width - 2)
-    # Neighbours on a last axis: right, left, below, above.
-    neighbour_index = centre[:, None] + np.array([1, -1, width, -width])
-    values = flat[np.arange(flat.shape[0])[:, None], neighbour_index]
-    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the reference
-        steps = np.sign(values[:, 0::2] - values[:, 1::2]) * QUARTER_OFFSET
-    return np.where(movable[:, None], steps, 0)
+    centre = (np.arange(len(pixels)) * (height * width)
+              + np.clip(y, 1, height - 2) * width + np.clip(x, 1, width - 2))
+    right, left, below, above = (storage[centre + offset] for offset in (1, -1, width, -width))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: the step is NaN, as in the reference
+        steps = np.stack([np.sign(right - left), np.sign(below - above)], axis=-1)
+    return np.where(movable[:, None], steps * QUARTER_OFFSET, 0)
 
 
 def _decode_host(maps: np.ndarray, post_process: bool) -> HeatmapDecodeResult:
     """decode_standard of NumPy maps (B, K, H, W), as torch tensors sharing the results' memory."""
     batch, joints, height, width = maps.shape
-    flat = maps.reshape(batch * joints, height * width)
+    flat = np.ascontiguousarray(maps.reshape(batch * joints, height * width))
     maxvals, flat_index = _first_argmax_host(flat)
     row, column = np.divmod(flat_index, width)
-    pixels = np.stack([column, row], axis=-1) * (maxvals > 0)[:, None]
+    found = maxvals > 0
+    pixels = np.stack([np.where(found, column, 0), np.where(found, row, 0)], axis=-1)
     coords = pixels.astype(np.result_type(maps.dtype, np.float32))
     if post_process and height >= 3 and width >= 3:
-        coords += _quarter_steps_host(flat, pixels, height, width)
+        coords += _quarter_steps_host(flat.reshape(-1), pixels, height, width)
     return HeatmapDecodeResult(torch.from_numpy(coords).view(batch, joints, 2),
                                torch.from_numpy(maxvals).view(batch, joints, 1))
 
