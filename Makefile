@@ -37,6 +37,7 @@ demo-bottomup: install $(TOPDOWN_DEMO_MODEL)
 bench: install
 	$(VPY) bench/bench_oks_nms.py
 	$(VPY) bench/bench_dark_decode.py
+	$(VPY) bench/bench_topdown_decode.py
 	$(VPY) bench/bench_ae_grouping.py
 	$(VPY) bench/bench_hae_loss.py
 	$(VPY) bench/bench_amp_training.py

@@ -1,13 +1,19 @@
 """Standard heatmap codec: target parity with the per-joint algorithm, decoding, flip helpers."""
 
+import math
+
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from hrpose.codecs import heatmap as heatmap_codec
 from hrpose.codecs.heatmap import (HeatmapDecodeResult, decode_standard, encode_gaussian_heatmaps,
                                    first_argmax, flip_back, get_max_preds,
                                    shift_flipped_heatmaps)
+from hrpose.config import get_default_config
 from hrpose.datasets.metadata import COCO, MPII
+from hrpose.engine.topdown import decode_poses
 from hrpose.utils.transforms import (affine_transform_points, get_affine_transform,
                                      transform_preds, transform_preds_torch)
 
@@ -251,7 +257,7 @@ def test_encode_decode_round_trip_in_image_pixels(source_width, tolerance_scale)
 
 
 @pytest.mark.parametrize("length", [3072, 64 * 7, 100])
-def test_first_argmax_equals_torch_max_with_ties_and_nan(length):
+def test_first_argmax_equals_torch_max_with_ties_and_nan(length, decoding_path):
     generator = torch.Generator().manual_seed(length)
     values = torch.round(torch.randn(40, length, generator=generator) * 2) / 2  # many ties
     values[3] = 0.0
@@ -263,3 +269,176 @@ def test_first_argmax_equals_torch_max_with_ties_and_nan(length):
     assert torch.equal(index, expected_index)
     torch.testing.assert_close(maxvals, expected_maxvals, equal_nan=True)
     assert index[3] == 0 and index[5] == 7 and index[6] == 1
+
+
+# HRNet's get_final_preds (lib/core/inference.py of leoxiaobin/deep-high-resolution-net.pytorch)
+# and the transform_preds it calls (lib/utils/transforms.py there), written as plain loops from
+# that code. Its coordinates are the expected values of the tests below.
+
+def reference_get_max_preds(batch_heatmaps):
+    batch_size, num_joints, _, width = batch_heatmaps.shape
+    reshaped = batch_heatmaps.reshape((batch_size, num_joints, -1))
+    index = np.argmax(reshaped, 2).reshape((batch_size, num_joints, 1))
+    maxvals = np.amax(reshaped, 2).reshape((batch_size, num_joints, 1))
+    preds = np.tile(index, (1, 1, 2)).astype(np.float32)
+    preds[:, :, 0] = preds[:, :, 0] % width
+    preds[:, :, 1] = np.floor(preds[:, :, 1] / width)
+    preds *= np.tile(np.greater(maxvals, 0.0), (1, 1, 2)).astype(np.float32)
+    return preds, maxvals
+
+
+def reference_quarter_offset(coords, batch_heatmaps):
+    """get_final_preds' POST_PROCESS loop, in place on coords."""
+    heatmap_height, heatmap_width = batch_heatmaps.shape[2:]
+    for n in range(coords.shape[0]):
+        for p in range(coords.shape[1]):
+            hm = batch_heatmaps[n][p]
+            px = int(math.floor(coords[n][p][0] + 0.5))
+            py = int(math.floor(coords[n][p][1] + 0.5))
+            if 1 < px < heatmap_width - 1 and 1 < py < heatmap_height - 1:
+                diff = np.array([hm[py][px + 1] - hm[py][px - 1],
+                                 hm[py + 1][px] - hm[py - 1][px]])
+                coords[n][p] += np.sign(diff) * .25
+    return coords
+
+
+def reference_inverse_affine(center, scale, output_size):
+    """get_affine_transform(center, scale, 0, output_size, inv=1)."""
+    scale_tmp = scale * 200.0
+    dst_w, dst_h = output_size
+    src = np.zeros((3, 2), dtype=np.float32)
+    dst = np.zeros((3, 2), dtype=np.float32)
+    src[0, :] = center
+    src[1, :] = center + np.array([0, scale_tmp[0] * -0.5])
+    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + np.array([0, dst_w * -0.5], np.float32)
+    for points in (src, dst):
+        direct = points[0, :] - points[1, :]
+        points[2:, :] = points[1, :] + np.array([-direct[1], direct[0]], dtype=np.float32)
+    return cv2.getAffineTransform(np.float32(dst), np.float32(src))
+
+
+def reference_get_final_preds(batch_heatmaps, center, scale, post_process):
+    coords, maxvals = reference_get_max_preds(batch_heatmaps)
+    heatmap_height, heatmap_width = batch_heatmaps.shape[2:]
+    if post_process:
+        coords = reference_quarter_offset(coords, batch_heatmaps)
+    preds = coords.copy()
+    for i in range(coords.shape[0]):
+        trans = reference_inverse_affine(center[i], scale[i], [heatmap_width, heatmap_height])
+        for p in range(coords.shape[1]):
+            preds[i, p, 0:2] = np.dot(trans, np.array([coords[i, p, 0], coords[i, p, 1], 1.0]))[:2]
+    return preds, maxvals
+
+
+def awkward_maps(rng, batch, joints, height, width, dtype=np.float32):
+    """Maps with what the argmax and the quarter offset must get right as the reference does:
+    values on a coarse grid (tied maxima, equal neighbours), peaks on and next to the borders,
+    two equal peaks, and maps whose maximum is zero or negative."""
+    maps = (np.round(rng.normal(size=(batch * joints, height, width)) * 4) / 4).astype(dtype)
+    for index, heatmap in enumerate(maps):
+        kind = index % 6
+        y, x = rng.integers(height), rng.integers(width)
+        if kind == 1:  # a peak on or next to a border
+            if rng.random() < 0.5:
+                x = rng.choice([0, 1, width - 2, width - 1]) % width
+            else:
+                y = rng.choice([0, 1, height - 2, height - 1]) % height
+            heatmap[y, x] = 10
+        elif kind == 2:
+            heatmap[...] = -np.abs(heatmap) - 0.25
+        elif kind == 3:
+            heatmap[...] = 0
+        elif kind == 4:  # two equal peaks
+            heatmap[y, x] = heatmap[rng.integers(height), rng.integers(width)] = 10
+        elif kind == 5:  # equal neighbours on both axes
+            heatmap[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = 5
+            heatmap[y, x] = 10
+    return maps.reshape(batch, joints, height, width)
+
+
+def coco_like_boxes(rng, count, aspect_ratio):
+    """Centres in a 640x480 image and scales of boxes 10 to 640 px wide, padded by 1.25."""
+    center = np.stack([rng.uniform(0, 640, count), rng.uniform(0, 480, count)], axis=1)
+    width = rng.uniform(10, 640, count) * 1.25 / 200
+    return center, np.stack([width, width * aspect_ratio], axis=1)
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def decoding_path(request, monkeypatch):
+    """Runs a test with CPU maps decoded in NumPy, then again through the torch operations that
+    decode maps on other devices."""
+    if request.param == "torch":
+        monkeypatch.setattr(heatmap_codec, "host_array", lambda tensor: None)
+    return request.param
+
+
+@pytest.mark.parametrize("post_process", [True, False])
+def test_decode_poses_equals_hrnet_get_final_preds(post_process, decoding_path):
+    rng = np.random.default_rng(15)
+    maps = awkward_maps(rng, 60, 17, 64, 48)
+    center, scale = coco_like_boxes(rng, 60, 64 / 48)
+    cfg = get_default_config()
+    cfg.MODEL.HEATMAP_SIZE = [48, 64]
+    cfg.TEST.DECODER = "standard"
+    cfg.TEST.POST_PROCESS = post_process
+    poses = decode_poses(cfg, torch.from_numpy(maps), center, scale)
+    preds, maxvals = reference_get_final_preds(maps, center, scale, post_process)
+    assert poses.shape == (60, 17, 3) and poses.dtype == np.float64
+    np.testing.assert_array_equal(poses[..., 2:], maxvals)
+    # The reference builds its affine from float32 points and keeps float32 image coordinates:
+    # up to about 8e-5 px from exact ones at COCO's image sizes.
+    np.testing.assert_allclose(poses[..., :2], preds, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(6, 17, 64, 48), (4, 5, 5, 4), (3, 4, 3, 3), (2, 3, 2, 7),
+                                   (2, 2, 1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_decode_standard_equals_the_reference_in_heatmap_pixels(shape, dtype, decoding_path):
+    maps = awkward_maps(np.random.default_rng(16), *shape, dtype=dtype)
+    coords, maxvals = decode_standard(torch.from_numpy(maps), post_process=True)
+    expected_coords, expected_maxvals = reference_get_max_preds(maps)
+    expected_coords = reference_quarter_offset(expected_coords, maps)
+    assert coords.dtype == torch.from_numpy(maps).dtype and maxvals.dtype == coords.dtype
+    np.testing.assert_array_equal(coords.numpy(), expected_coords)
+    np.testing.assert_array_equal(maxvals.numpy(), expected_maxvals)
+    raw, raw_maxvals = decode_standard(torch.from_numpy(maps), post_process=False)
+    np.testing.assert_array_equal(raw.numpy(), reference_get_max_preds(maps)[0])
+    assert torch.equal(raw_maxvals, maxvals)
+
+
+def test_an_empty_batch_decodes_to_empty_results(decoding_path):
+    coords, maxvals = decode_standard(torch.zeros(0, 17, 64, 48))
+    assert coords.shape == (0, 17, 2) and maxvals.shape == (0, 17, 1)
+    assert coords.dtype == maxvals.dtype == torch.float32
+
+
+def test_decoding_ignores_the_maps_memory_layout(decoding_path):
+    maps = torch.from_numpy(awkward_maps(np.random.default_rng(17), 4, 34, 64, 48))
+    expected = decode_standard(maps)
+    channels_last = maps.contiguous(memory_format=torch.channels_last)
+    for layout in (channels_last, maps.requires_grad_(True)):
+        result = decode_standard(layout)
+        assert torch.equal(result.coords, expected.coords)
+        assert torch.equal(result.maxvals, expected.maxvals)
+    every_other = maps.detach()[:, ::2]
+    assert torch.equal(decode_standard(every_other).coords, expected.coords[:, ::2])
+
+
+def test_infinite_and_nan_maps_decode_as_the_reference(decoding_path):
+    maps = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    maps[0, 0, 4, 4] = 1.0
+    maps[0, 0, 4, [3, 5]] = -np.inf  # -inf - -inf across x: NaN in the reference, via np.sign
+    maps[0, 1, 4, 4] = np.inf  # an infinite peak between finite neighbours still moves
+    maps[0, 1, 5, 4] = 1.0
+    maps[0, 2, 2, 6] = np.nan  # NaN is the maximum; the coordinates are zeroed
+    maps[0, 2, 4, 4] = 1.0
+    coords, maxvals = decode_standard(torch.from_numpy(maps))
+    expected_coords, expected_maxvals = reference_get_max_preds(maps)
+    with np.errstate(invalid="ignore"):
+        expected_coords = reference_quarter_offset(expected_coords, maps)
+    np.testing.assert_array_equal(coords.numpy(), expected_coords)
+    np.testing.assert_array_equal(maxvals.numpy(), expected_maxvals)
+    assert np.isnan(coords.numpy()[0, 0, 0]) and coords[0, 0, 1] == 4
+    assert coords[0, 1].tolist() == [4.0, 4.25] and coords[0, 2].tolist() == [0.0, 0.0]
+    assert np.isnan(maxvals.numpy()[0, 2, 0])

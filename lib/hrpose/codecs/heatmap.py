@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -15,6 +16,8 @@ DRAW_WEIGHT_THRESHOLD = 0.5
 QUARTER_OFFSET = 0.25
 # first_argmax reduces blocks of this many values first (a 64 x 48 map is 48 blocks).
 ARGMAX_BLOCK = 64
+# CPU maps of these dtypes are decoded in NumPy.
+HOST_DTYPES = (torch.float32, torch.float64)
 
 
 class HeatmapDecodeResult(NamedTuple):
@@ -94,13 +97,35 @@ def encode_gaussian_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
     return target, target_weight
 
 
+def host_array(tensor: torch.Tensor) -> np.ndarray | None:
+    """A NumPy view of a CPU tensor of a dtype NumPy has, else None (the torch path runs).
+
+    Decoding on the CPU goes through NumPy: its argmax is one single-threaded SIMD pass, where
+    torch's reductions hand small pieces of work to an intra-op thread pool that waits for busy
+    cores when the CPU is shared.
+    """
+    if tensor.device.type != "cpu" or tensor.dtype not in HOST_DTYPES:
+        return None
+    return tensor.detach().numpy()
+
+
+def _first_argmax_host(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    index = np.argmax(flat, axis=1)
+    return flat[np.arange(flat.shape[0]), index], index
+
+
 def first_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximum and index of its first occurrence along the last axis of (N, L) -> (N,), (N,).
 
-    Equal to ``flat.max(dim=1)``, faster on the CPU: the maximum of each block of 64 values is a
-    plain vectorised reduction, then only the first block holding the overall maximum is
-    searched. (NaN counts as the maximum, as in torch.max.)
+    Equal to ``flat.max(dim=1)``: NaN counts as the maximum (its first occurrence wins), as in
+    torch.max and np.argmax. CPU maps go through np.argmax; on other devices the maximum of
+    each block of 64 values is a plain vectorised reduction, then only the first block holding
+    the overall maximum is searched.
     """
+    host = host_array(flat)
+    if host is not None:
+        maxvals, index = _first_argmax_host(host)
+        return torch.from_numpy(maxvals), torch.from_numpy(index)
     rows, length = flat.shape
     block = ARGMAX_BLOCK if length % ARGMAX_BLOCK == 0 and length > ARGMAX_BLOCK else length
     if block == length:
@@ -112,14 +137,22 @@ def first_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return maxvals, which * block + within
 
 
+def _check_maps(heatmaps: torch.Tensor) -> None:
+    if heatmaps.dim() != 4:
+        raise ValueError(f"heatmaps must be (B, K, H, W), got shape {tuple(heatmaps.shape)}")
+
+
 def get_max_preds(heatmaps: torch.Tensor) -> HeatmapDecodeResult:
     """Argmax of every map (B, K, H, W): coords (B, K, 2) as x, y and maxvals (B, K, 1).
 
-    Ties go to the first flat (row-major) index. Coordinates are zero where the maximum is <= 0.
-    coords are float32 (float64 for float64 maps); maxvals keep the maps' dtype.
+    Ties go to the first flat (row-major) index. Coordinates are zero where the maximum is <= 0;
+    a map holding NaN has maximum NaN, so its coordinates are zero too. coords are float32
+    (float64 for float64 maps); maxvals keep the maps' dtype.
     """
-    if heatmaps.dim() != 4:
-        raise ValueError(f"heatmaps must be (B, K, H, W), got shape {tuple(heatmaps.shape)}")
+    _check_maps(heatmaps)
+    maps = host_array(heatmaps)
+    if maps is not None:
+        return _decode_host(maps, post_process=False)
     batch, joints, height, width = heatmaps.shape
     maxvals, flat_index = first_argmax(heatmaps.reshape(batch * joints, height * width))
     coords = peak_pixels(flat_index, maxvals, width).view(batch, joints, 2)
@@ -141,7 +174,7 @@ def gather_pixels(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> t
     Indices must lie inside the map; callers clamp them and mask the result.
     """
     batch, joints, _, width = heatmaps.shape
-    flat_index = (y * width + x).reshape(batch, joints, -1)
+    flat_index = (y * width + x).reshape(batch, joints, math.prod(x.shape[2:]))
     values = heatmaps.flatten(2).gather(2, flat_index)
     return values.reshape(x.shape)
 
@@ -150,7 +183,8 @@ def quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor
     """Move integer peaks (B, K, 2) a quarter pixel towards the higher neighbour on each axis.
 
     Only peaks with 1 < px < W - 1 and 1 < py < H - 1 (px = floor(x + 0.5)) move; an axis with
-    equal neighbours stays put. Returns new coords (B, K, 2).
+    equal neighbours stays put, and one whose neighbours are infinities of one sign (a NaN
+    difference) becomes NaN, as np.sign makes it in the reference. Returns new coords (B, K, 2).
     """
     height, width = heatmaps.shape[2:]
     if height < 3 or width < 3:
@@ -164,16 +198,51 @@ def quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor
     neighbour_y = torch.stack([py, py, py + 1, py - 1], dim=-1)
     values = gather_pixels(heatmaps, neighbour_x, neighbour_y)
     diff = torch.stack([values[..., 0] - values[..., 1], values[..., 2] - values[..., 3]], dim=-1)
-    step = torch.sign(diff).to(coords.dtype) * QUARTER_OFFSET
-    return coords + step * movable[..., None].to(coords.dtype)
+    # torch.sign(NaN) is 0 where np.sign(NaN) is NaN.
+    step = torch.where(torch.isnan(diff), diff, torch.sign(diff)).to(coords.dtype)
+    return torch.where(movable[..., None], coords + step * QUARTER_OFFSET, coords)
+
+
+def _quarter_steps_host(storage: np.ndarray, pixels: np.ndarray, height: int, width: int
+                        ) -> np.ndarray:
+    """quarter_offset's moves (N, 2) for integer peaks pixels (N, 2) of maps stored one after
+    another in storage (N * H * W,)."""
+    x, y = pixels[:, 0], pixels[:, 1]
+    movable = (x > 1) & (x < width - 1) & (y > 1) & (y < height - 1)
+    centre = (np.arange(len(pixels)) * (height * width)
+              + np.clip(y, 1, height - 2) * width + np.clip(x, 1, width - 2))
+    right, left, below, above = (storage[centre + offset] for offset in (1, -1, width, -width))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: the step is NaN, as in the reference
+        steps = np.stack([np.sign(right - left), np.sign(below - above)], axis=-1)
+    return np.where(movable[:, None], steps * QUARTER_OFFSET, 0)
+
+
+def _decode_host(maps: np.ndarray, post_process: bool) -> HeatmapDecodeResult:
+    """decode_standard of NumPy maps (B, K, H, W), as torch tensors sharing the results' memory."""
+    batch, joints, height, width = maps.shape
+    flat = np.ascontiguousarray(maps.reshape(batch * joints, height * width))
+    maxvals, flat_index = _first_argmax_host(flat)
+    row, column = np.divmod(flat_index, width)
+    found = maxvals > 0
+    pixels = np.stack([np.where(found, column, 0), np.where(found, row, 0)], axis=-1)
+    coords = pixels.astype(np.result_type(maps.dtype, np.float32))
+    if post_process and height >= 3 and width >= 3:
+        coords += _quarter_steps_host(flat.reshape(-1), pixels, height, width)
+    return HeatmapDecodeResult(torch.from_numpy(coords).view(batch, joints, 2),
+                               torch.from_numpy(maxvals).view(batch, joints, 1))
 
 
 def decode_standard(heatmaps: torch.Tensor, post_process: bool = True) -> HeatmapDecodeResult:
     """HRNet decoding of maps (B, K, H, W) on their device: argmax, then the quarter offset.
 
     Returns heatmap-pixel coords (B, K, 2) and the raw maxima (B, K, 1); with post_process False
-    the coords are the integer argmax. Map to image pixels with transform_preds_torch.
+    the coords are the integer argmax. Map to image pixels with transform_preds_torch. CPU maps
+    are decoded single-threaded in NumPy with the same results.
     """
+    _check_maps(heatmaps)
+    maps = host_array(heatmaps)
+    if maps is not None:
+        return _decode_host(maps, post_process)
     coords, maxvals = get_max_preds(heatmaps)
     if post_process:
         coords = quarter_offset(heatmaps, coords)

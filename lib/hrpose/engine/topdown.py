@@ -107,12 +107,22 @@ def decode_poses(cfg: CfgNode, heatmaps: torch.Tensor, center: np.ndarray,
     the coordinate convention DATASET.COORD_CONVENTION's. The validation loop and
     apis.PosePredictor both decode through here.
     """
-    coords, maxvals = decode_heatmaps(heatmaps, cfg.TEST)
-    image_coords = transform_preds(coords.cpu().numpy().astype(np.float64),
-                                   np.asarray(center, dtype=np.float64),
+    coords, maxvals = _to_host(*decode_heatmaps(heatmaps, cfg.TEST))
+    image_coords = transform_preds(coords, np.asarray(center, dtype=np.float64),
                                    np.asarray(scale, dtype=np.float64), cfg.MODEL.HEATMAP_SIZE,
                                    cfg.DATASET.COORD_CONVENTION)
-    return np.concatenate([image_coords, maxvals.cpu().numpy().astype(np.float64)], 2)
+    return np.concatenate([image_coords, maxvals], 2)
+
+
+def _to_host(coords: torch.Tensor, maxvals: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded coords (N, K, 2) and maxvals (N, K, 1) as float64 NumPy arrays, copied off an
+    accelerator in one transfer (one wait for the device)."""
+    dtype = torch.promote_types(coords.dtype, maxvals.dtype)  # NumPy has no bfloat16
+    coords, maxvals = coords.to(dtype), maxvals.to(dtype)
+    if coords.device.type != "cpu":
+        both = torch.cat([coords, maxvals], 2).cpu()
+        coords, maxvals = both[..., :2], both[..., 2:]
+    return coords.numpy().astype(np.float64), maxvals.numpy().astype(np.float64)
 
 
 def select_poses(cfg: CfgNode, poses: np.ndarray, box_scores: np.ndarray, scales: np.ndarray,

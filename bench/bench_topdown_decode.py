@@ -1,0 +1,252 @@
+"""Times top-down standard decoding: hrpose's against HRNet's get_final_preds, quiet and under load.
+
+Decodes --samples heatmap stacks of 17x64x48 (float32 as a model returns them: a Gaussian at a
+random sub-pixel centre, noise, some empty maps) into image pixels with COCO-like boxes, twice:
+- the baseline: HRNet's get_final_preds (lib/core/inference.py of
+  leoxiaobin/deep-high-resolution-net.pytorch) rewritten here as a plain loop from its code:
+  NumPy argmax and amax, the quarter offset joint by joint, then transform_preds person by
+  person (cv2.getAffineTransform of float32 points, one point at a time);
+- hrpose's engine.topdown.decode_poses with the standard decoder and POST_PROCESS on.
+The two run in turn in one process, --repeats times each, and the minimum of each is compared
+(the median is printed too), as the CPU may be shared. A bare np.argmax pass over the maps is
+timed with them: every exact decoder reads all the maps once, so where memory bandwidth bounds
+that pass, it bounds the ratio too. With --load on (or both), a busy-loop process runs on every
+core meanwhile; each stops by itself after --load-seconds and is killed when the measurement
+ends. Prints the speed ratio (target: 10x) with torch's thread count, and whether the outputs
+are equal: the same maxvals and coordinates within 1e-4 px (the baseline builds its affine from
+float32 points and stores float32 image coordinates, which differ from exact ones by up to about
+8e-5 px at COCO's image sizes).
+Exits with status 1 if the outputs differ; a missed speed target is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from hrpose.config import get_default_config
+from hrpose.engine.topdown import decode_poses
+
+TARGET_SPEEDUP = 10.0
+TARGET_DIFFERENCE = 1e-4
+# The baseline's box scale unit, pixels per scale unit.
+PIXEL_STD = 200.0
+# Spins until its deadline (argv[1] seconds from now), so that it cannot outlive the benchmark
+# for long even if the benchmark is killed before it can stop it.
+BUSY_LOOP = ("import sys, time\n"
+             "deadline = time.monotonic() + float(sys.argv[1])\n"
+             "while time.monotonic() < deadline:\n"
+             "    pass\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=1000, help="heatmap stacks to decode")
+    parser.add_argument("--joints", type=int, default=17)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of each decoder")
+    parser.add_argument("--load", choices=("off", "on", "both"), default="both",
+                        help="busy-loop processes on every core while timing")
+    parser.add_argument("--load-seconds", type=float, default=300.0,
+                        help="the longest a busy-loop process runs")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def make_heatmaps(rng: np.random.Generator, args: argparse.Namespace) -> np.ndarray:
+    """(samples, J, H, W) float32 maps like a trained network's output."""
+    shape = (args.samples, args.joints)
+    centre_x = rng.uniform(0, args.width - 1, shape).astype(np.float32)[..., None, None]
+    centre_y = rng.uniform(0, args.height - 1, shape).astype(np.float32)[..., None, None]
+    sigma = rng.uniform(1.5, 3.0, shape).astype(np.float32)[..., None, None]
+    peak = rng.uniform(0.05, 1.0, shape).astype(np.float32)[..., None, None]
+    y = np.arange(args.height, dtype=np.float32)[:, None]
+    x = np.arange(args.width, dtype=np.float32)[None, :]
+    maps = peak * np.exp(-((x - centre_x) ** 2 + (y - centre_y) ** 2) / (2 * sigma ** 2))
+    maps += rng.normal(0, 0.01, maps.shape).astype(np.float32)
+    maps[rng.random(shape) < 0.05] = 0.0  # joints the network did not find
+    return maps
+
+
+def make_boxes(rng: np.random.Generator, args: argparse.Namespace
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (N, 2) in a 640x480 image and scales (N, 2) of boxes 10 to 640 px wide, padded
+    by 1.25 and fixed to the heatmaps' aspect ratio, as COCO validation boxes are."""
+    centre = np.stack([rng.uniform(0, 640, args.samples), rng.uniform(0, 480, args.samples)], 1)
+    width = rng.uniform(10, 640, args.samples) * 1.25 / PIXEL_STD
+    return centre, np.stack([width, width * args.height / args.width], 1)
+
+
+def baseline_get_max_preds(batch_heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    batch_size, num_joints, _, width = batch_heatmaps.shape
+    reshaped = batch_heatmaps.reshape((batch_size, num_joints, -1))
+    index = np.argmax(reshaped, 2).reshape((batch_size, num_joints, 1))
+    maxvals = np.amax(reshaped, 2).reshape((batch_size, num_joints, 1))
+    preds = np.tile(index, (1, 1, 2)).astype(np.float32)
+    preds[:, :, 0] = preds[:, :, 0] % width
+    preds[:, :, 1] = np.floor(preds[:, :, 1] / width)
+    preds *= np.tile(np.greater(maxvals, 0.0), (1, 1, 2)).astype(np.float32)
+    return preds, maxvals
+
+
+def baseline_inverse_affine(center: np.ndarray, scale: np.ndarray,
+                            output_size: list[int]) -> np.ndarray:
+    """get_affine_transform(center, scale, 0, output_size, inv=1): three float32 point pairs."""
+    scale_pixels = scale * PIXEL_STD
+    dst_w, dst_h = output_size
+    src = np.zeros((3, 2), dtype=np.float32)
+    dst = np.zeros((3, 2), dtype=np.float32)
+    src[0, :] = center
+    src[1, :] = center + np.array([0, scale_pixels[0] * -0.5])
+    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + np.array([0, dst_w * -0.5], np.float32)
+    for points in (src, dst):
+        direction = points[0, :] - points[1, :]
+        points[2, :] = points[1, :] + np.array([-direction[1], direction[0]], dtype=np.float32)
+    return cv2.getAffineTransform(np.float32(dst), np.float32(src))
+
+
+def baseline_transform_preds(coords: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                             output_size: list[int]) -> np.ndarray:
+    target_coords = np.zeros(coords.shape)
+    trans = baseline_inverse_affine(center, scale, output_size)
+    for p in range(coords.shape[0]):
+        point = np.array([coords[p, 0], coords[p, 1], 1.0]).T
+        target_coords[p, 0:2] = np.dot(trans, point)[:2]
+    return target_coords
+
+
+def baseline_get_final_preds(batch_heatmaps: np.ndarray, center: np.ndarray,
+                             scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HRNet's get_final_preds with TEST.POST_PROCESS on, step by step."""
+    coords, maxvals = baseline_get_max_preds(batch_heatmaps)
+    heatmap_height, heatmap_width = batch_heatmaps.shape[2:]
+    for n in range(coords.shape[0]):
+        for p in range(coords.shape[1]):
+            hm = batch_heatmaps[n][p]
+            px = int(math.floor(coords[n][p][0] + 0.5))
+            py = int(math.floor(coords[n][p][1] + 0.5))
+            if 1 < px < heatmap_width - 1 and 1 < py < heatmap_height - 1:
+                diff = np.array([hm[py][px + 1] - hm[py][px - 1],
+                                 hm[py + 1][px] - hm[py - 1][px]])
+                coords[n][p] += np.sign(diff) * .25
+    preds = coords.copy()
+    for i in range(coords.shape[0]):
+        preds[i] = baseline_transform_preds(coords[i], center[i], scale[i],
+                                            [heatmap_width, heatmap_height])
+    return preds, maxvals
+
+
+@contextlib.contextmanager
+def busy_cores(count: int, seconds: float):
+    """count busy-loop processes for the duration of the block (at most seconds each)."""
+    processes = []
+    try:
+        for _ in range(count):
+            processes.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)]))
+        time.sleep(0.5)  # let them start spinning
+        yield
+    finally:
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.wait()
+
+
+def timed(function) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def measure(functions: dict, repeats: int) -> tuple[dict, dict]:
+    """Times the functions in turn, repeats times each, the order rotating from one round to
+    the next; returns each one's times and its last result."""
+    times = {name: [] for name in functions}
+    results = {}
+    names = list(functions)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            elapsed, results[name] = timed(functions[name])
+            times[name].append(elapsed)
+    return times, results
+
+
+def compare(baseline_result, our_result) -> tuple[float, bool]:
+    """Largest coordinate difference (px) and whether the maxvals are identical."""
+    preds, maxvals = baseline_result
+    difference = float(np.abs(our_result[..., :2] - preds).max())
+    return difference, bool(np.array_equal(our_result[..., 2:], maxvals.astype(np.float64)))
+
+
+def milliseconds(times: list[float]) -> str:
+    return f"{min(times) * 1e3:8.1f} ms (median {statistics.median(times) * 1e3:.1f})"
+
+
+def report(label: str, times: dict, difference: float, same_maxvals: bool) -> bool:
+    baseline_times, our_times = times["baseline"], times["ours"]
+    ratio = min(baseline_times) / min(our_times)
+    median_ratio = statistics.median(baseline_times) / statistics.median(our_times)
+    equal = difference <= TARGET_DIFFERENCE and same_maxvals
+    verdict = "met" if ratio >= TARGET_SPEEDUP else "missed"
+    print(f"  {label}:")
+    print(f"    baseline (HRNet get_final_preds as a plain loop): {milliseconds(baseline_times)}")
+    print(f"    hrpose decode_poses:                              {milliseconds(our_times)}")
+    print(f"    one np.argmax pass over the maps (a floor):       {milliseconds(times['pass'])}")
+    print(f"    speed-up: {ratio:.1f}x of the fastest runs, {median_ratio:.1f}x of the medians "
+          f"(target {TARGET_SPEEDUP:.0f}x: {verdict}; baseline / one pass: "
+          f"{min(baseline_times) / min(times['pass']):.1f}x)")
+    print(f"    outputs equal: {'yes' if equal else 'NO'} (largest coordinate difference "
+          f"{difference:.1e} px, maxvals {'identical' if same_maxvals else 'DIFFER'})")
+    return equal
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    maps = make_heatmaps(rng, args)
+    center, scale = make_boxes(rng, args)
+    cfg = get_default_config()
+    cfg.MODEL.HEATMAP_SIZE = [args.width, args.height]
+    cfg.TEST.DECODER = "standard"
+    cfg.TEST.POST_PROCESS = True
+    heatmaps = torch.from_numpy(maps)
+
+    functions = {
+        "baseline": lambda: baseline_get_final_preds(maps, center, scale),
+        "ours": lambda: decode_poses(cfg, heatmaps, center, scale),
+        "pass": lambda: np.argmax(maps.reshape(-1, args.height * args.width), axis=1),
+    }
+    functions["ours"]()  # first-call costs are not counted
+    cores = len(os.sched_getaffinity(0))
+    print(f"Top-down standard decoding of {args.samples} x {args.joints}x{args.height}x"
+          f"{args.width} float32 heatmaps into image pixels, {cores} CPU cores, torch with "
+          f"{torch.get_num_threads()} threads (hrpose decodes CPU maps in NumPy, in one "
+          f"thread); fastest of {args.repeats} runs each, in turn")
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.load]
+    all_equal = True
+    for loaded in modes:
+        load = busy_cores(cores, args.load_seconds) if loaded else contextlib.nullcontext()
+        with load:
+            times, results = measure(functions, args.repeats)
+        label = (f"under load ({cores} busy-loop processes, one per core)" if loaded
+                 else "without added load")
+        all_equal &= report(label, times, *compare(results["baseline"], results["ours"]))
+    return 0 if all_equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
