@@ -281,8 +281,16 @@ def matching_cost(candidate_tags: np.ndarray, candidate_values: np.ndarray,
     return cost, distances
 
 
-class _PersonTable:
-    """Persons under construction: joint rows, tag lists, and the reference's person keys."""
+class PersonTable:
+    """Persons under construction: joint rows (float64, as the reference builds them), the tags
+    of their matched joints, and optionally the reference's float person keys.
+
+    With unique_ids False a new person is keyed by the first tag component of the candidate
+    that starts it and a candidate whose key already exists lands in that person, resetting its
+    tag list (reference behaviour, GroupingParams.unique_person_ids False); with True every
+    started candidate is a new person. Both groupings (fixed and progressive order) build their
+    persons here.
+    """
 
     def __init__(self, num_joints: int, row_width: int, unique_ids: bool) -> None:
         self.num_joints = num_joints
@@ -358,7 +366,7 @@ def match_by_tag(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
     if values.shape[0] != num_joints:
         raise ValueError(f"expected candidates for {num_joints} joint types, got {values.shape[0]}")
     tag_dim = tags.shape[-1]
-    table = _PersonTable(num_joints, FIRST_TAG + tag_dim, params.unique_person_ids)
+    table = PersonTable(num_joints, FIRST_TAG + tag_dim, params.unique_person_ids)
     for position, joint_type in enumerate(params.visiting_order()):
         rows = np.concatenate((locations[joint_type], values[joint_type][:, None],
                                tags[joint_type]), axis=1)
