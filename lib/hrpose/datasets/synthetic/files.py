@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ...errors import DataError
+from ...utils.io import process_is_running
 from ..metadata import COCO
 from .coco_annotations import PERSON_CATEGORY_ID, scene_annotations, simulated_detections
 from .scenes import render_scene
@@ -210,16 +211,6 @@ def synthetic_dataset_exists(root: str | os.PathLike) -> bool:
 def unique_sibling(path: Path, purpose: str) -> Path:
     """A hidden, not yet existing path next to ``path``, on the same file system for os.replace."""
     return path.with_name(f".{path.name}.{purpose}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def process_is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        return True
-    return True
 
 
 def remove_stale_staging(root: Path) -> None:
