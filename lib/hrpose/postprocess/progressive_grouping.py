@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from .ae_grouping import (
-    FIRST_TAG,
     VALUE,
     AssignmentSolver,
     GroupedPoses,
@@ -49,7 +48,6 @@ from .ae_grouping import (
     PersonTable,
     TagMaps,
     group_keypoints,
-    matching_cost,
 )
 
 GroupingFunction = Callable[..., list[GroupedPoses]]
@@ -101,11 +99,7 @@ def progressive_match(values: np.ndarray, locations: np.ndarray, tags: np.ndarra
     params.assignment_solver). Persons are listed in the order they were started.
     """
     assignment = params.solver(assignment)
-    num_joints = params.num_joints
-    if values.shape[0] != num_joints:
-        raise ValueError(f"expected candidates for {num_joints} joint types, got {values.shape[0]}")
-    tag_dim = tags.shape[-1]
-    persons = PersonTable(num_joints, FIRST_TAG + tag_dim, params.unique_person_ids)
+    persons = PersonTable.for_candidates(values, tags, params)
     candidates = _candidate_rows(values, locations, tags, params.detection_threshold)
     pending = sorted(candidates)
     if not pending:
@@ -122,13 +116,7 @@ def progressive_match(values: np.ndarray, locations: np.ndarray, tags: np.ndarra
         scores = _nearest_tag_distances([candidates[p][1] for p in pending], person_tags)
         joint_type = pending.pop(int(np.argmin(scores)))
         rows, joint_tags = candidates[joint_type]
-        cost, distances = matching_cost(rows[:, FIRST_TAG:], rows[:, VALUE], person_tags,
-                                        params.use_detection_val)
-        for candidate, person in zip(*assignment(cost)):
-            if person < num_grouped and distances[candidate, person] < params.tag_threshold:
-                persons.add(int(person), joint_type, rows[candidate], joint_tags[candidate])
-            else:
-                persons.start(joint_type, rows[candidate], joint_tags[candidate])
+        persons.match(joint_type, rows, joint_tags, person_tags, params, assignment)
         visit_order.append(joint_type)
     return ProgressiveMatch(persons.poses(), tuple(visit_order))
 
