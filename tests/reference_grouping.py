@@ -100,31 +100,31 @@ def reference_match(tag_k: np.ndarray, locations: np.ndarray, values: np.ndarray
     return np.array([joint_dict[key] for key in joint_dict]).astype(np.float32)
 
 
+def quarter_steps(heatmap: np.ndarray, row: int, column: int) -> tuple[float, float]:
+    """The step of adjust and refine: a quarter pixel per axis towards the strictly higher
+    neighbour (else back), neighbours clamped to the map."""
+    height, width = heatmap.shape
+    step_x = 0.25 if heatmap[row, min(column + 1, width - 1)] > heatmap[row, max(column - 1, 0)] \
+        else -0.25
+    step_y = 0.25 if heatmap[min(row + 1, height - 1), column] > heatmap[max(0, row - 1), column] \
+        else -0.25
+    return step_x, step_y
+
+
 def reference_adjust(poses: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
     """adjust, one joint at a time: a quarter pixel towards the higher neighbour, then + 0.5."""
-    height, width = heatmaps.shape[1:]
     for pose in poses:
         for joint_id, joint in enumerate(pose):
             if joint[2] > 0:
                 x, y = joint[0:2]
-                column, row = int(x), int(y)
-                heatmap = heatmaps[joint_id]
-                if heatmap[row, min(column + 1, width - 1)] > heatmap[row, max(column - 1, 0)]:
-                    x += 0.25
-                else:
-                    x -= 0.25
-                if heatmap[min(row + 1, height - 1), column] > heatmap[max(0, row - 1), column]:
-                    y += 0.25
-                else:
-                    y -= 0.25
-                pose[joint_id, 0:2] = (x + 0.5, y + 0.5)
+                step_x, step_y = quarter_steps(heatmaps[joint_id], int(y), int(x))
+                pose[joint_id, 0:2] = (x + step_x + 0.5, y + step_y + 0.5)
     return poses
 
 
 def reference_refine(heatmaps: np.ndarray, tags: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """refine of one person: each missing joint taken at the heatmap maximum penalised by the
     rounded tag distance to the person's mean tag. heatmaps (J, H, W), tags (J, H, W, D)."""
-    height, width = heatmaps.shape[1:]
     found = []
     for joint_id in range(pose.shape[0]):
         if pose[joint_id, 2] > 0:
@@ -136,17 +136,8 @@ def reference_refine(heatmaps: np.ndarray, tags: np.ndarray, pose: np.ndarray) -
         heatmap = heatmaps[joint_id]
         distance = ((tags[joint_id] - person_tag[None, None, :]) ** 2).sum(axis=2) ** 0.5
         row, column = np.unravel_index(np.argmax(heatmap - np.round(distance)), heatmap.shape)
-        value = heatmap[row, column]
-        x, y = column + 0.5, row + 0.5
-        if heatmap[row, min(column + 1, width - 1)] > heatmap[row, max(column - 1, 0)]:
-            x += 0.25
-        else:
-            x -= 0.25
-        if heatmap[min(row + 1, height - 1), column] > heatmap[max(0, row - 1), column]:
-            y += 0.25
-        else:
-            y -= 0.25
-        answers.append((x, y, value))
+        step_x, step_y = quarter_steps(heatmap, row, column)
+        answers.append((column + 0.5 + step_x, row + 0.5 + step_y, heatmap[row, column]))
     answers = np.array(answers)
     for joint_id in range(heatmaps.shape[0]):
         if answers[joint_id, 2] > 0 and pose[joint_id, 2] == 0:
