@@ -369,6 +369,17 @@ def timed(run, inputs: list, repeats: int) -> tuple[float, list]:
     return total, results
 
 
+def compare(label: str, baseline, ours, inputs: list, repeats: int) -> Outcome:
+    """Times the baseline, then ours, on the same inputs and compares their results."""
+    baseline_s, expected = timed(baseline, inputs, repeats)
+    ours_s, got = timed(ours, inputs, repeats)
+    compared = [differences(a, b) for a, b in zip(got, expected)]
+    return Outcome(label, baseline_s, ours_s, len(inputs),
+                   float(np.mean([len(poses) for poses, _ in expected])),
+                   all(c[0] for c in compared), max(c[1] for c in compared),
+                   max(c[2] for c in compared))
+
+
 def grouping_case(rng: np.random.Generator, num_people: int, args: argparse.Namespace
                   ) -> Outcome:
     params = grouping_params(args.assignment_solver)
@@ -383,13 +394,8 @@ def grouping_case(rng: np.random.Generator, num_people: int, args: argparse.Name
         grouped = group_keypoints(heatmaps, tags, params)[0]
         return grouped.poses, grouped.scores
 
-    baseline_s, expected = timed(lambda h, t: baseline_group(h, t, params), inputs, args.repeats)
-    ours_s, got = timed(ours, inputs, args.repeats)
-    compared = [differences(a, b) for a, b in zip(got, expected)]
-    return Outcome(f"grouping {size}x{size}, {num_people} people", baseline_s, ours_s,
-                   len(inputs), float(np.mean([len(poses) for poses, _ in expected])),
-                   all(c[0] for c in compared), max(c[1] for c in compared),
-                   max(c[2] for c in compared))
+    return compare(f"grouping {size}x{size}, {num_people} people",
+                   lambda h, t: baseline_group(h, t, params), ours, inputs, args.repeats)
 
 
 def fake_outputs(rng: np.random.Generator, people: People, input_size: int,
@@ -427,13 +433,8 @@ def pipeline_case(rng: np.random.Generator, num_people: int, args: argparse.Name
     def baseline(outputs, image):
         return baseline_pipeline(ReplayModel(outputs), image, size, flip_index, params)
 
-    baseline_s, expected = timed(baseline, inputs, args.repeats)
-    ours_s, got = timed(ours, inputs, args.repeats)
-    compared = [differences(a, b) for a, b in zip(got, expected)]
-    return Outcome(f"pipeline {size}x{size} flip, {num_people} people", baseline_s, ours_s,
-                   len(inputs), float(np.mean([len(poses) for poses, _ in expected])),
-                   all(c[0] for c in compared), max(c[1] for c in compared),
-                   max(c[2] for c in compared))
+    return compare(f"pipeline {size}x{size} flip, {num_people} people", baseline, ours, inputs,
+                   args.repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
