@@ -6,10 +6,11 @@ USE_DETECTION_VAL, NMS 5/2, 30 people at most, adjust and refine on), on synthet
 5, 10 and 30 people: a Gaussian per present joint at a random sub-pixel position, small noise,
 some joints only weakly visible (below the detection threshold, so refine has work; never the
 first joint type visited: see random_people), tags = the person's value + small noise. The
-baseline is the reference written out plainly: torch NMS and top-k (as the reference), then
-Python loops over joint types and persons, per-element adjust, per-person refine with NumPy on
-the CPU, and a pure-Python O(n^3) Hungarian solver (as the reference's `munkres`; checked
-against scipy's optimum at start-up).
+baseline is the reference written out plainly (tests/reference_grouping.py, the decoder the
+grouping tests check against): torch NMS and top-k (as the reference), then Python loops over
+joint types and persons, per-element adjust, per-person refine with NumPy on the CPU, and a
+pure-Python O(n^3) Hungarian solver (as the reference's `munkres`; checked against scipy's
+optimum at start-up).
 
 Part 2, pipeline: everything after the network forward for one 512x512 image with flip test and
 PROJECT2IMAGE: a fake model replays precomputed outputs (1/4 resolution heatmaps + tags, 1/2
@@ -38,6 +39,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,12 +53,14 @@ from hrpose.postprocess.bottomup import (BottomUpTestParams, infer_bottom_up,
 from hrpose.utils.allocator import reuse_freed_memory
 from hrpose.utils.transforms import flip_permutation, get_affine_transform
 
+# The plain-loop reference decoder lives with the tests that check the library against it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_grouping import COCO_JOINT_ORDER, reference_group  # noqa: E402
+
 TARGET_SPEEDUP = 10.0
 TOLERANCE = 1e-6
 NUM_JOINTS = 17
 COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
-# The reference's visiting order of the joint types (HigherHRNet group.py).
-JOINT_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -129,7 +133,7 @@ def random_people(rng: np.random.Generator, num_people: int, width: float, heigh
     # a later joint type has both new candidates and persons without it, the reference's
     # rounded costs have exact ties (chains of re-assignments that cost the same), which
     # Hungarian solvers break differently: no exact comparison would be possible.
-    weak[:, JOINT_ORDER[0]] = False
+    weak[:, COCO_JOINT_ORDER[0]] = False
     peaks[weak] = rng.uniform(0.03, 0.08, int(weak.sum()))
     tags = rng.permutation(num_people) * args.tag_spacing - num_people * args.tag_spacing / 2
     return People(positions, peaks, tags + rng.uniform(-0.2, 0.2))
@@ -237,140 +241,17 @@ def hungarian_is_optimal(rng: np.random.Generator, trials: int = 30) -> bool:
     return True
 
 
-def baseline_top_k(heatmaps: torch.Tensor, tags: torch.Tensor, params: GroupingParams):
-    """The reference's HeatmapParser.nms + top_k on torch: (tags, locations, values) NumPy."""
-    pool = torch.nn.MaxPool2d(params.nms_kernel, 1, params.nms_padding)
-    maxima = torch.eq(pool(heatmaps), heatmaps).float()
-    suppressed = heatmaps * maxima
-    num_images, num_joints, height, width = heatmaps.shape
-    values, index = suppressed.view(num_images, num_joints, -1).topk(params.max_num_people, dim=2)
-    flat_tags = tags.view(num_images, num_joints, width * height, -1)
-    tag_k = torch.stack([torch.gather(flat_tags[:, :, :, i], 2, index)
-                         for i in range(flat_tags.size(3))], dim=3)
-    x = index % width
-    y = torch.div(index, width, rounding_mode="floor")
-    locations = torch.stack((x, y), dim=3)
-    return tag_k.numpy(), locations.numpy(), values.numpy()
-
-
-def baseline_match(tag_k: np.ndarray, loc_k: np.ndarray, val_k: np.ndarray,
-                   params: GroupingParams) -> np.ndarray:
-    """The reference's match_by_tag: persons in a dict keyed by their first tag component."""
-    num_joints = params.num_joints
-    empty = np.zeros((num_joints, 3 + tag_k.shape[2]))
-    joint_dict: dict[float, np.ndarray] = {}
-    tag_dict: dict[float, list[np.ndarray]] = {}
-    for i in range(num_joints):
-        joint = JOINT_ORDER[i]
-        tags = tag_k[joint]
-        joints = np.concatenate((loc_k[joint], val_k[joint, :, None], tags), 1)
-        mask = joints[:, 2] > params.detection_threshold
-        tags = tags[mask]
-        joints = joints[mask]
-        if joints.shape[0] == 0:
-            continue
-        if i == 0 or len(joint_dict) == 0:
-            for tag, row in zip(tags, joints):
-                key = tag[0]
-                joint_dict.setdefault(key, np.copy(empty))[joint] = row
-                tag_dict[key] = [tag]
-            continue
-        grouped_keys = list(joint_dict.keys())[:params.max_num_people]
-        grouped_tags = [np.mean(tag_dict[key], axis=0) for key in grouped_keys]
-        if params.ignore_too_much and len(grouped_keys) == params.max_num_people:
-            continue
-        difference = joints[:, None, 3:] - np.array(grouped_tags)[None, :, :]
-        distance = np.linalg.norm(difference, ord=2, axis=2)
-        saved = np.copy(distance)
-        if params.use_detection_val:
-            distance = np.round(distance) * 100 - joints[:, 2:3]
-        num_added, num_grouped = distance.shape
-        if num_added > num_grouped:
-            distance = np.concatenate(
-                (distance, np.zeros((num_added, num_added - num_grouped)) + 1e10), axis=1)
-        for row, column in hungarian(distance.tolist()):
-            if row < num_added and column < num_grouped \
-                    and saved[row][column] < params.tag_threshold:
-                key = grouped_keys[column]
-                joint_dict[key][joint] = joints[row]
-                tag_dict[key].append(tags[row])
-            else:
-                key = tags[row][0]
-                joint_dict.setdefault(key, np.copy(empty))[joint] = joints[row]
-                tag_dict[key] = [tags[row]]
-    return np.array([joint_dict[key] for key in joint_dict]).astype(np.float32)
-
-
-def baseline_adjust(poses: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
-    """The reference's adjust, one joint at a time (on CPU NumPy maps (J, H, W))."""
-    for pose in poses:
-        for joint_id, joint in enumerate(pose):
-            if joint[2] > 0:
-                y, x = joint[0:2]
-                xx, yy = int(x), int(y)
-                tmp = heatmaps[joint_id]
-                if tmp[xx, min(yy + 1, tmp.shape[1] - 1)] > tmp[xx, max(yy - 1, 0)]:
-                    y += 0.25
-                else:
-                    y -= 0.25
-                if tmp[min(xx + 1, tmp.shape[0] - 1), yy] > tmp[max(0, xx - 1), yy]:
-                    x += 0.25
-                else:
-                    x -= 0.25
-                pose[joint_id, 0:2] = (y + 0.5, x + 0.5)
-    return poses
-
-
-def baseline_refine(heatmaps: np.ndarray, tags: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """The reference's refine of one person: heatmaps (J, H, W), tags (J, H, W, D)."""
-    found = []
-    for i in range(keypoints.shape[0]):
-        if keypoints[i, 2] > 0:
-            x, y = keypoints[i][:2].astype(np.int32)
-            found.append(tags[i, y, x])
-    person_tag = np.mean(found, axis=0)
-    answers = []
-    for i in range(keypoints.shape[0]):
-        tmp = heatmaps[i, :, :]
-        distance = ((tags[i, :, :] - person_tag[None, None, :]) ** 2).sum(axis=2) ** 0.5
-        penalised = tmp - np.round(distance)
-        x, y = np.unravel_index(np.argmax(penalised), tmp.shape)
-        xx, yy = x, y
-        value = tmp[x, y]
-        x = x + 0.5
-        y = y + 0.5
-        if tmp[xx, min(yy + 1, tmp.shape[1] - 1)] > tmp[xx, max(yy - 1, 0)]:
-            y += 0.25
-        else:
-            y -= 0.25
-        if tmp[min(xx + 1, tmp.shape[0] - 1), yy] > tmp[max(0, xx - 1), yy]:
-            x += 0.25
-        else:
-            x -= 0.25
-        answers.append((y, x, value))
-    answers = np.array(answers)
-    for i in range(heatmaps.shape[0]):
-        if answers[i, 2] > 0 and keypoints[i, 2] == 0:
-            keypoints[i, :2] = answers[i, :2]
-            keypoints[i, 2] = answers[i, 2]
-    return keypoints
+def hungarian_pairs(cost: np.ndarray) -> list[tuple[int, int]]:
+    """The baseline's solver in the form reference_grouping takes."""
+    return hungarian(cost.tolist())
 
 
 def baseline_group(heatmaps: torch.Tensor, tags: torch.Tensor, params: GroupingParams
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's HeatmapParser.parse for one image: heatmaps (1, J, H, W), tags
-    (1, J, H, W, D) on the CPU -> poses (P, J, 3 + D) float32, scores (P,)."""
-    tag_k, loc_k, val_k = baseline_top_k(heatmaps, tags, params)
-    poses = baseline_match(tag_k[0], loc_k[0], val_k[0], params)
-    if params.adjust:
-        poses = baseline_adjust(poses, heatmaps[0].numpy())
-    scores = [pose[:, 2].mean() for pose in poses]
-    if params.refine:
-        for i in range(len(poses)):
-            heatmaps_numpy = heatmaps[0].cpu().numpy()
-            tags_numpy = tags[0].cpu().numpy()
-            poses[i] = baseline_refine(heatmaps_numpy, tags_numpy, poses[i])
-    return poses, np.array(scores, dtype=np.float32)
+    """The reference's HeatmapParser.parse for one image (tests/reference_grouping.py with the
+    pure-Python solver): heatmaps (1, J, H, W), tags (1, J, H, W, D) on the CPU -> poses
+    (P, J, 3 + D) float32, scores (P,)."""
+    return reference_group(heatmaps[0].numpy(), tags[0].numpy(), params, hungarian_pairs)
 
 
 class ReplayModel:
@@ -488,6 +369,17 @@ def timed(run, inputs: list, repeats: int) -> tuple[float, list]:
     return total, results
 
 
+def compare(label: str, baseline, ours, inputs: list, repeats: int) -> Outcome:
+    """Times the baseline, then ours, on the same inputs and compares their results."""
+    baseline_s, expected = timed(baseline, inputs, repeats)
+    ours_s, got = timed(ours, inputs, repeats)
+    compared = [differences(a, b) for a, b in zip(got, expected)]
+    return Outcome(label, baseline_s, ours_s, len(inputs),
+                   float(np.mean([len(poses) for poses, _ in expected])),
+                   all(c[0] for c in compared), max(c[1] for c in compared),
+                   max(c[2] for c in compared))
+
+
 def grouping_case(rng: np.random.Generator, num_people: int, args: argparse.Namespace
                   ) -> Outcome:
     params = grouping_params(args.assignment_solver)
@@ -502,13 +394,8 @@ def grouping_case(rng: np.random.Generator, num_people: int, args: argparse.Name
         grouped = group_keypoints(heatmaps, tags, params)[0]
         return grouped.poses, grouped.scores
 
-    baseline_s, expected = timed(lambda h, t: baseline_group(h, t, params), inputs, args.repeats)
-    ours_s, got = timed(ours, inputs, args.repeats)
-    compared = [differences(a, b) for a, b in zip(got, expected)]
-    return Outcome(f"grouping {size}x{size}, {num_people} people", baseline_s, ours_s,
-                   len(inputs), float(np.mean([len(poses) for poses, _ in expected])),
-                   all(c[0] for c in compared), max(c[1] for c in compared),
-                   max(c[2] for c in compared))
+    return compare(f"grouping {size}x{size}, {num_people} people",
+                   lambda h, t: baseline_group(h, t, params), ours, inputs, args.repeats)
 
 
 def fake_outputs(rng: np.random.Generator, people: People, input_size: int,
@@ -546,13 +433,8 @@ def pipeline_case(rng: np.random.Generator, num_people: int, args: argparse.Name
     def baseline(outputs, image):
         return baseline_pipeline(ReplayModel(outputs), image, size, flip_index, params)
 
-    baseline_s, expected = timed(baseline, inputs, args.repeats)
-    ours_s, got = timed(ours, inputs, args.repeats)
-    compared = [differences(a, b) for a, b in zip(got, expected)]
-    return Outcome(f"pipeline {size}x{size} flip, {num_people} people", baseline_s, ours_s,
-                   len(inputs), float(np.mean([len(poses) for poses, _ in expected])),
-                   all(c[0] for c in compared), max(c[1] for c in compared),
-                   max(c[2] for c in compared))
+    return compare(f"pipeline {size}x{size} flip, {num_people} people", baseline, ours, inputs,
+                   args.repeats)
 
 
 def main(argv: list[str] | None = None) -> int:

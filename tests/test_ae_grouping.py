@@ -24,6 +24,7 @@ from hrpose.postprocess.ae_grouping import (
     window_max,
 )
 from hrpose.postprocess.assignment import munkres_assignment
+from reference_grouping import munkres_pairs, reference_group, scipy_pairs
 
 J = 17
 
@@ -252,8 +253,7 @@ def test_refine_fills_a_missing_joint_from_the_tag_weighted_maximum():
 
 
 # ---------------------------------------------------------------------------------------------
-# A straightforward re-implementation of the reference decoder, written from
-# reference/bottomup.md 5.2 as plain loops, compared with the library on random maps.
+# Against the reference decoder written out as plain loops (reference_grouping.py) on random maps.
 
 
 def reference_munkres():
@@ -263,107 +263,6 @@ def reference_munkres():
     if getattr(munkres, "__version__", None) != "1.1.4":
         pytest.skip(f"munkres {getattr(munkres, '__version__', '?')} installed, 1.1.4 needed")
     return munkres.Munkres
-
-
-def munkres_pairs(cost):
-    """The reference's py_max_match: munkres on the (padded) NumPy cost matrix."""
-    return [tuple(pair) for pair in reference_munkres()().compute(np.array(cost, copy=True))]
-
-
-def scipy_pairs(cost):
-    return list(zip(*linear_sum_assignment(cost)))
-
-
-def reference_decode(heatmaps, tags, params, solve=munkres_pairs):
-    """heatmaps (J, H, W) float32, tags (J, H, W, D) float32 -> (poses (P, J, 3+D), scores).
-
-    solve(cost) -> (row, column) pairs: the reference's munkres, or another solver."""
-    num_joints, height, width = heatmaps.shape
-    tag_dim = tags.shape[3]
-    kernel, pad = params.nms_kernel, params.nms_padding
-    padded = np.pad(heatmaps, ((0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
-    window_max = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel),
-                                                          axis=(1, 2)).max(axis=(3, 4))
-    suppressed = heatmaps * (window_max == heatmaps).astype(np.float32)
-    flat = suppressed.reshape(num_joints, -1)
-    order = np.argsort(-flat, axis=1, kind="stable")[:, :params.max_num_people]
-    values = np.take_along_axis(flat, order, axis=1)
-    locations = np.stack([order % width, order // width], axis=2)
-    tag_k = tags.reshape(num_joints, height * width, tag_dim)[np.arange(num_joints)[:, None],
-                                                                order]
-
-    joint_dict, tag_dict = {}, {}
-    for i in range(num_joints):
-        idx = params.visiting_order()[i]
-        candidate_tags = tag_k[idx]
-        joints = np.concatenate((locations[idx], values[idx, :, None], candidate_tags), 1)
-        mask = joints[:, 2] > params.detection_threshold
-        candidate_tags, joints = candidate_tags[mask], joints[mask]
-        if joints.shape[0] == 0:
-            continue
-        if i == 0 or len(joint_dict) == 0:
-            for tag, joint in zip(candidate_tags, joints):
-                joint_dict.setdefault(tag[0], np.zeros((num_joints, 3 + tag_dim)))[idx] = joint
-                tag_dict[tag[0]] = [tag]
-            continue
-        keys = list(joint_dict.keys())[:params.max_num_people]
-        means = [np.mean(tag_dict[key], axis=0) for key in keys]
-        if params.ignore_too_much and len(keys) == params.max_num_people:
-            continue
-        distance = np.linalg.norm(joints[:, None, 3:] - np.array(means)[None], ord=2, axis=2)
-        cost = distance.copy()
-        if params.use_detection_val:
-            cost = np.round(distance) * 100 - joints[:, 2:3]
-        if len(joints) > len(keys):
-            cost = np.concatenate((cost, np.zeros((len(joints), len(joints) - len(keys))) + 1e10),
-                                  axis=1)
-        for row, col in solve(cost):
-            if col < len(keys) and distance[row][col] < params.tag_threshold:
-                joint_dict[keys[col]][idx] = joints[row]
-                tag_dict[keys[col]].append(candidate_tags[row])
-            else:
-                key = candidate_tags[row][0]
-                joint_dict.setdefault(key, np.zeros((num_joints, 3 + tag_dim)))[idx] = joints[row]
-                tag_dict[key] = [candidate_tags[row]]
-    poses = np.array([joint_dict[key] for key in joint_dict]).astype(np.float32)
-
-    if params.adjust:
-        for pose in poses:
-            for joint_id, joint in enumerate(pose):
-                if joint[2] > 0:
-                    x, y = joint[0:2]
-                    col, row = int(x), int(y)
-                    hm = heatmaps[joint_id]
-                    x += 0.25 if hm[row, min(col + 1, width - 1)] > hm[row, max(col - 1, 0)] \
-                        else -0.25
-                    y += 0.25 if hm[min(row + 1, height - 1), col] > hm[max(row - 1, 0), col] \
-                        else -0.25
-                    pose[joint_id, 0:2] = (x + 0.5, y + 0.5)
-    scores = [pose[:, 2].mean() for pose in poses]
-
-    if params.refine:
-        for pose in poses:
-            found = []
-            for joint_id in range(num_joints):
-                if pose[joint_id, 2] > 0:
-                    x, y = pose[joint_id][:2].astype(np.int32)
-                    found.append(tags[joint_id, y, x])
-            mean_tag = np.mean(found, axis=0)
-            filled = []
-            for joint_id in range(num_joints):
-                hm = heatmaps[joint_id]
-                distance = ((tags[joint_id] - mean_tag[None, None, :]) ** 2).sum(axis=2) ** 0.5
-                y, x = np.unravel_index(np.argmax(hm - np.round(distance)), hm.shape)
-                value = hm[y, x]
-                fx = x + 0.5 + (0.25 if hm[y, min(x + 1, width - 1)] > hm[y, max(x - 1, 0)]
-                                else -0.25)
-                fy = y + 0.5 + (0.25 if hm[min(y + 1, height - 1), x] > hm[max(0, y - 1), x]
-                                else -0.25)
-                filled.append((fx, fy, value))
-            for joint_id, (fx, fy, value) in enumerate(filled):
-                if value > 0 and pose[joint_id, 2] == 0:
-                    pose[joint_id, :3] = (fx, fy, value)
-    return poses, np.array(scores, dtype=np.float32)
 
 
 @pytest.mark.parametrize("case", [
@@ -381,6 +280,8 @@ def test_library_equals_plain_reference_loop(case):
     the same loops with scipy's solver."""
     case = dict(case)
     solve = scipy_pairs if case.get("assignment_solver") == "scipy" else munkres_pairs
+    if solve is munkres_pairs:
+        reference_munkres()
     quantized = case.pop("quantized_tags", False)
     tag_dim = case.pop("tag_dim", 2)
     sparse_first_joint = case.pop("sparse_first_joint", False)
@@ -396,7 +297,7 @@ def test_library_equals_plain_reference_loop(case):
         # Repeated tag values exercise the reference's float person keys and ties in the cost.
         tags = np.round(tags * 2) / 2
     params = GroupingParams(num_joints=J, **{"detection_threshold": 0.1, **case})
-    expected_poses, expected_scores = reference_decode(heatmaps, tags, params, solve)
+    expected_poses, expected_scores = reference_group(heatmaps, tags, params, solve)
     (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
     assert poses.shape[0] > 3
     np.testing.assert_array_equal(poses, expected_poses)
@@ -602,7 +503,7 @@ def test_crowded_scenes_group_as_the_reference_with_munkres():
     for _ in range(12):
         heatmaps = rng.random((J, height, width), dtype=np.float32)
         tags = rng.normal(scale=1.5, size=(J, height, width, 2)).astype(np.float32)
-        expected_poses, expected_scores = reference_decode(heatmaps, tags, params)
+        expected_poses, expected_scores = reference_group(heatmaps, tags, params)
         (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
         np.testing.assert_array_equal(poses, expected_poses)
         np.testing.assert_array_equal(scores, expected_scores)

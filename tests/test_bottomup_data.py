@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hrpose.codecs.associative_embedding import (encode_ae_heatmaps, encode_ae_tags,
-                                                 gaussian_patch, scale_aware_sigmas,
+                                                 higherhrnet_gaussian_patch, scale_aware_sigmas,
                                                  sigmas_per_resolution)
 from hrpose.datasets.bottomup import (AffineDraw, BottomUpAugmentation, BottomUpDataset,
                                       apply_augmentation, bottomup_affine_matrix,
@@ -29,7 +29,7 @@ def reference_heatmaps(joints, size, sigmas):
     joints = np.asarray(joints, dtype=np.float64)
     heatmaps = np.zeros((joints.shape[1], size, size), dtype=np.float32)
     for person, sigma in zip(joints, sigmas):
-        patch = gaussian_patch(sigma)
+        patch = higherhrnet_gaussian_patch(sigma)
         for index, (x, y, v) in enumerate(person[:, :3]):
             if v <= 0:
                 continue
@@ -64,7 +64,8 @@ def test_heatmap_peaks_on_the_truncated_pixel_with_the_reference_gaussian():
     # The 15 x 15 patch covers columns 5-7 .. 5+7 and rows 3-7 .. 3+7 (clipped at 0).
     expected[(columns > 12) | (rows > 10)] = 0
     np.testing.assert_allclose(heatmaps[0], expected.astype(np.float32), rtol=0, atol=0)
-    assert gaussian_patch(2).shape == (15, 15) and gaussian_patch(2)[7, 7] == 1.0
+    patch = higherhrnet_gaussian_patch(2)
+    assert patch.shape == (15, 15) and patch[7, 7] == 1.0
 
 
 def test_heatmaps_equal_the_reference_loop_and_take_the_max_over_people():

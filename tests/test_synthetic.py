@@ -15,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from hrpose.datasets import synthetic
 from hrpose.datasets.metadata import COCO
+from hrpose.datasets.synthetic import body, coco_annotations, drawing, files
 from hrpose.errors import DataError
 
 # Small enough that a dataset takes well under a second.
@@ -201,18 +202,18 @@ def test_keypoint_visibility_follows_the_owner_buffer():
     height, width = 20, 30
     owner = np.zeros((height, width), np.uint8)
     part = np.zeros((height, width), np.uint8)
-    owner[:, :10], part[:, :10] = 1, synthetic.PART_ID["left_forearm"]  # person 1's forearm
-    owner[:, 10:20] = synthetic.OBJECT_OWNER  # an object in front
-    owner[:, 20:], part[:, 20:] = 1, synthetic.PART_ID["torso"]  # person 1's own torso
+    owner[:, :10], part[:, :10] = 1, body.PART_ID["left_forearm"]  # person 1's forearm
+    owner[:, 10:20] = drawing.OBJECT_OWNER  # an object in front
+    owner[:, 20:], part[:, 20:] = 1, body.PART_ID["torso"]  # person 1's own torso
     keypoints = np.full((COCO.num_keypoints, 2), 5.0)
     wrist, elbow = COCO.keypoint_names.index("left_wrist"), COCO.keypoint_names.index("left_elbow")
     knee, nose = COCO.keypoint_names.index("left_knee"), COCO.keypoint_names.index("nose")
     keypoints[elbow] = (15.0, 5.0)  # under the object
     keypoints[knee] = (25.0, 5.0)  # under the torso, which the knee does not belong to
     keypoints[nose] = (-1.0, 5.0)  # outside the image
-    face_visible = {name: True for name in synthetic.FACE_KEYPOINTS}
+    face_visible = {name: True for name in body.FACE_KEYPOINTS}
     face_visible["left_eye"] = False  # turned away from the viewer
-    flat = synthetic.keypoint_annotation(keypoints, face_visible, owner, part, owner_id=1)
+    flat = coco_annotations.keypoint_annotation(keypoints, face_visible, owner, part, owner_id=1)
     visibility = dict(zip(COCO.keypoint_names, flat[2::3]))
     assert visibility["left_wrist"] == 2
     assert visibility["left_elbow"] == 1
@@ -225,7 +226,7 @@ def test_keypoint_visibility_follows_the_owner_buffer():
 def test_uncompressed_rle_round_trips_through_pycocotools():
     rng = np.random.default_rng(0)
     for mask in (rng.random((7, 5)) < 0.5, np.ones((4, 6), bool), np.zeros((3, 3), bool)):
-        rle = synthetic.uncompressed_rle(mask)
+        rle = coco_annotations.uncompressed_rle(mask)
         compressed = mask_utils.frPyObjects(rle, *mask.shape)
         # Compared with pycocotools' own encoding (its decode warns under NumPy 2).
         assert compressed == mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -238,7 +239,7 @@ def test_uncompressed_rle_round_trips_through_pycocotools():
 
 def test_interrupted_generation_leaves_nothing_at_root(tmp_path, monkeypatch):
     written = []
-    real_write_image = synthetic.write_image
+    real_write_image = files.write_image
 
     def failing_write_image(path, image):
         if len(written) == 3:
@@ -246,7 +247,7 @@ def test_interrupted_generation_leaves_nothing_at_root(tmp_path, monkeypatch):
         real_write_image(path, image)
         written.append(path)
 
-    monkeypatch.setattr(synthetic, "write_image", failing_write_image)
+    monkeypatch.setattr(files, "write_image", failing_write_image)
     with pytest.raises(RuntimeError, match="simulated crash"):
         generate(tmp_path / "data")
     assert not (tmp_path / "data").exists()

@@ -45,7 +45,7 @@ def sigmas_per_resolution(sigma: float | Sequence[float],
     return [resolve_sigma(s, size) for s, size in zip(values, output_sizes)]
 
 
-def gaussian_patch(sigma: float) -> np.ndarray:
+def higherhrnet_gaussian_patch(sigma: float) -> np.ndarray:
     """HigherHRNet's float64 patch: side ceil(6 sigma + 3), centre 3 sigma + 1 (15 x 15 at 2).
 
     The peak is 1 when 3 sigma + 1 is a whole number; otherwise it falls between pixels.
@@ -102,8 +102,8 @@ def encode_ae_heatmaps(joints: np.ndarray, output_size: int, sigma: float | np.n
 
     sigma: a scalar (HeatmapGenerator; < 0 means output_size / 64) or one value per person (P,)
     (the scale-aware generator, which reads the person's own sigma). Each usable joint gets the
-    patch of ``gaussian_patch(sigma)`` pasted with its centre on (int(x), int(y)), clipped to the
-    map, and overlapping people are combined by a per-pixel maximum.
+    patch of ``higherhrnet_gaussian_patch(sigma)`` pasted with its centre on (int(x), int(y)),
+    clipped to the map, and overlapping people are combined by a per-pixel maximum.
     """
     joints = _check_joints(joints, num_joints)
     num_people, count = joints.shape[:2]
@@ -134,7 +134,8 @@ def encode_ae_heatmaps(joints: np.ndarray, output_size: int, sigma: float | np.n
     in_patch = offsets < side[:, None]
     column_ok = in_patch & (columns >= 0) & (columns < right[:, None])
     row_ok = in_patch & (rows >= 0) & (rows < bottom[:, None])
-    # Patch values computed as gaussian_patch does, element for element (same float64 operations).
+    # Patch values computed as higherhrnet_gaussian_patch does, element for element (same
+    # float64 operations).
     centre = (3 * s + 1)[:, None]
     column_term = (offsets.astype(np.float64) - centre) ** 2  # (n, K)
     row_term = (offsets.astype(np.float64) - centre) ** 2

@@ -281,8 +281,16 @@ def matching_cost(candidate_tags: np.ndarray, candidate_values: np.ndarray,
     return cost, distances
 
 
-class _PersonTable:
-    """Persons under construction: joint rows, tag lists, and the reference's person keys."""
+class PersonTable:
+    """Persons under construction: joint rows (float64, as the reference builds them), the tags
+    of their matched joints, and optionally the reference's float person keys.
+
+    With unique_ids False a new person is keyed by the first tag component of the candidate
+    that starts it and a candidate whose key already exists lands in that person, resetting its
+    tag list (reference behaviour, GroupingParams.unique_person_ids False); with True every
+    started candidate is a new person. Both groupings (fixed and progressive order) build their
+    persons here.
+    """
 
     def __init__(self, num_joints: int, row_width: int, unique_ids: bool) -> None:
         self.num_joints = num_joints
@@ -296,6 +304,15 @@ class _PersonTable:
         # joint type. (With one component it sums 8 or more pairwise: the lists are averaged.)
         self.tag_sums: list[np.ndarray] = []
         self.index_of_key: dict[float, int] = {}
+
+    @classmethod
+    def for_candidates(cls, values: np.ndarray, tags: np.ndarray,
+                       params: GroupingParams) -> PersonTable:
+        """An empty table for one image's candidates: values (J, K), tags (J, K, D)."""
+        if values.shape[0] != params.num_joints:
+            raise ValueError(f"expected candidates for {params.num_joints} joint types, got "
+                             f"{values.shape[0]}")
+        return cls(params.num_joints, FIRST_TAG + tags.shape[-1], params.unique_person_ids)
 
     def __len__(self) -> int:
         return len(self.joints)
@@ -335,6 +352,22 @@ class _PersonTable:
             return np.zeros((0, self.num_joints, self.row_width), dtype=np.float32)
         return np.array(self.joints).astype(np.float32)
 
+    def match(self, joint_type: int, rows: np.ndarray, joint_tags: np.ndarray,
+              person_tags: np.ndarray, params: GroupingParams,
+              assignment: AssignmentSolver) -> None:
+        """Assign one joint type's candidates, rows (n, 3 + D) and tags (n, D), to the first
+        len(person_tags) persons (their mean tags) by ``assignment`` on ``matching_cost``; a
+        candidate left to padding or farther than tag_threshold starts a person."""
+        num_grouped = len(person_tags)
+        cost, distances = matching_cost(rows[:, FIRST_TAG:], rows[:, VALUE], person_tags,
+                                        params.use_detection_val)
+        matched_rows, matched_columns = assignment(cost)
+        for candidate, person in zip(matched_rows, matched_columns):
+            if person < num_grouped and distances[candidate, person] < params.tag_threshold:
+                self.add(int(person), joint_type, rows[candidate], joint_tags[candidate])
+            else:
+                self.start(joint_type, rows[candidate], joint_tags[candidate])
+
 
 def match_by_tag(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
                  params: GroupingParams,
@@ -354,11 +387,7 @@ def match_by_tag(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
     otherwise the candidate starts a person.
     """
     assignment = params.solver(assignment)
-    num_joints = params.num_joints
-    if values.shape[0] != num_joints:
-        raise ValueError(f"expected candidates for {num_joints} joint types, got {values.shape[0]}")
-    tag_dim = tags.shape[-1]
-    table = _PersonTable(num_joints, FIRST_TAG + tag_dim, params.unique_person_ids)
+    table = PersonTable.for_candidates(values, tags, params)
     for position, joint_type in enumerate(params.visiting_order()):
         rows = np.concatenate((locations[joint_type], values[joint_type][:, None],
                                tags[joint_type]), axis=1)
@@ -373,14 +402,8 @@ def match_by_tag(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
         num_grouped = min(len(table), params.max_num_people)
         if params.ignore_too_much and num_grouped == params.max_num_people:
             continue
-        cost, distances = matching_cost(rows[:, FIRST_TAG:], rows[:, VALUE],
-                                        table.mean_tags(num_grouped), params.use_detection_val)
-        matched_rows, matched_columns = assignment(cost)
-        for candidate, person in zip(matched_rows, matched_columns):
-            if person < num_grouped and distances[candidate, person] < params.tag_threshold:
-                table.add(int(person), joint_type, rows[candidate], joint_tags[candidate])
-            else:
-                table.start(joint_type, rows[candidate], joint_tags[candidate])
+        table.match(joint_type, rows, joint_tags, table.mean_tags(num_grouped), params,
+                    assignment)
     return table.poses()
 
 

@@ -41,14 +41,13 @@ import numpy as np
 import torch
 
 from .ae_grouping import (
-    FIRST_TAG,
     VALUE,
     AssignmentSolver,
     GroupedPoses,
     GroupingParams,
+    PersonTable,
     TagMaps,
     group_keypoints,
-    matching_cost,
 )
 
 GroupingFunction = Callable[..., list[GroupedPoses]]
@@ -61,52 +60,6 @@ class ProgressiveMatch(NamedTuple):
 
     poses: np.ndarray
     visit_order: tuple[int, ...]
-
-
-class _Persons:
-    """Persons under construction: joint rows (float64, as the reference builds them), the tags
-    of their matched joints, and optionally the reference's float person keys.
-
-    With unique_ids False a new person is keyed by the first tag component of the candidate
-    that starts it and a candidate whose key already exists lands in that person, resetting its
-    tag list (reference behaviour, GroupingParams.unique_person_ids False); with True every
-    started candidate is a new person.
-    """
-
-    def __init__(self, num_joints: int, row_width: int, unique_ids: bool) -> None:
-        self.num_joints = num_joints
-        self.row_width = row_width
-        self.unique_ids = unique_ids
-        self.joints: list[np.ndarray] = []
-        self.tags: list[list[np.ndarray]] = []
-        self.person_of_key: dict[float, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.joints)
-
-    def start(self, joint_type: int, row: np.ndarray, tag: np.ndarray) -> None:
-        person = None if self.unique_ids else self.person_of_key.get(float(tag[0]))
-        if person is None:
-            person = len(self.joints)
-            self.joints.append(np.zeros((self.num_joints, self.row_width)))
-            self.tags.append([])
-            if not self.unique_ids:
-                self.person_of_key[float(tag[0])] = person
-        self.joints[person][joint_type] = row
-        self.tags[person] = [tag]
-
-    def add(self, person: int, joint_type: int, row: np.ndarray, tag: np.ndarray) -> None:
-        self.joints[person][joint_type] = row
-        self.tags[person].append(tag)
-
-    def mean_tags(self, count: int) -> np.ndarray:
-        """(count, D) mean tags of the first ``count`` persons."""
-        return np.array([np.mean(self.tags[person], axis=0) for person in range(count)])
-
-    def poses(self) -> np.ndarray:
-        if not self.joints:
-            return np.zeros((0, self.num_joints, self.row_width), dtype=np.float32)
-        return np.array(self.joints).astype(np.float32)
 
 
 def _candidate_rows(values: np.ndarray, locations: np.ndarray, tags: np.ndarray,
@@ -146,11 +99,7 @@ def progressive_match(values: np.ndarray, locations: np.ndarray, tags: np.ndarra
     params.assignment_solver). Persons are listed in the order they were started.
     """
     assignment = params.solver(assignment)
-    num_joints = params.num_joints
-    if values.shape[0] != num_joints:
-        raise ValueError(f"expected candidates for {num_joints} joint types, got {values.shape[0]}")
-    tag_dim = tags.shape[-1]
-    persons = _Persons(num_joints, FIRST_TAG + tag_dim, params.unique_person_ids)
+    persons = PersonTable.for_candidates(values, tags, params)
     candidates = _candidate_rows(values, locations, tags, params.detection_threshold)
     pending = sorted(candidates)
     if not pending:
@@ -167,13 +116,7 @@ def progressive_match(values: np.ndarray, locations: np.ndarray, tags: np.ndarra
         scores = _nearest_tag_distances([candidates[p][1] for p in pending], person_tags)
         joint_type = pending.pop(int(np.argmin(scores)))
         rows, joint_tags = candidates[joint_type]
-        cost, distances = matching_cost(rows[:, FIRST_TAG:], rows[:, VALUE], person_tags,
-                                        params.use_detection_val)
-        for candidate, person in zip(*assignment(cost)):
-            if person < num_grouped and distances[candidate, person] < params.tag_threshold:
-                persons.add(int(person), joint_type, rows[candidate], joint_tags[candidate])
-            else:
-                persons.start(joint_type, rows[candidate], joint_tags[candidate])
+        persons.match(joint_type, rows, joint_tags, person_tags, params, assignment)
         visit_order.append(joint_type)
     return ProgressiveMatch(persons.poses(), tuple(visit_order))
 

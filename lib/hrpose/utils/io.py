@@ -98,7 +98,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             yield file
 
 
-def _process_is_running(pid: int) -> bool:
+def process_is_running(pid: int) -> bool:
+    """Whether a process with this id is alive (this user's or another's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -119,7 +120,7 @@ def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if not entry.is_file() or entry.is_symlink():
             continue
         match = _TEMPORARY_NAME.match(entry.name)
-        if match and not _process_is_running(int(match["pid"])):
+        if match and not process_is_running(int(match["pid"])):
             stale.append(entry)
         elif _LEGACY_CHECKPOINT_TEMPORARY.match(entry.name):
             stale.append(entry)
