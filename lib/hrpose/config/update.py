@@ -536,7 +536,7 @@ def _translate(file_values: dict, opts_values: dict, file_source: str) -> tuple[
         where = ([f"{file_source}: {', '.join(file_ignored)}"] if file_ignored else []) + (
             [f"{COMMAND_LINE_SOURCE}: {', '.join(opts_ignored)}"] if opts_ignored else [])
         logger.warning("ignoring keys of the original repositories that have no effect in "
-                       "hrpose (see README, 'Using the originals' YAML files') %s",
+                       "hrpose (see docs/design.md, 'Using the originals' YAML files') %s",
                        "; ".join(where))
     return file_values, opts_values
 
