@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from hrpose.codecs.dark import encode_unbiased_heatmaps
+from hrpose.codecs.heatmap import encode_gaussian_heatmaps
 from hrpose.datasets.metadata import COCO
 from hrpose.datasets.topdown import Augmentation, TopDownDataset, normalize_image
 from hrpose.utils.transforms import (affine_transform_points, box_to_center_scale, fliplr_joints,
@@ -257,3 +259,26 @@ def test_non_uint8_input_keeps_the_float_formula():
     assert torch.equal(normalize_image(image), reference_normalize(image))
     assert torch.equal(normalize_image(image, reverse_channels=True),
                        reference_normalize(image[..., ::-1]))
+
+
+@pytest.mark.parametrize("heatmap_size,sigma", [((48, 64), 2.0), ((72, 96), 3.0), ((24, 32), 1.0)])
+def test_encoders_equal_the_plain_encoders_on_random_joints(heatmap_size, sigma):
+    rng = np.random.default_rng(int(sigma * 10))
+    image_size = (heatmap_size[0] * 4, heatmap_size[1] * 4)
+    joint_weights = rng.uniform(0.5, 1.5, 17).astype(np.float32)
+    for trial in range(200):
+        # Joints spread past the map on every side, some unlabelled, some labelled 2.
+        joints = np.stack([rng.uniform(-0.3, 1.3, 17) * heatmap_size[0],
+                           rng.uniform(-0.3, 1.3, 17) * heatmap_size[1]], axis=1)
+        joints_vis = rng.choice([0.0, 1.0, 2.0], 17, p=[0.3, 0.5, 0.2])
+        weights = joint_weights if trial % 2 else None
+        unbiased = encode_unbiased_heatmaps(joints, joints_vis, heatmap_size, sigma, weights)
+        expected = reference_encode_unbiased(joints, joints_vis, heatmap_size, sigma, weights)
+        for got, want in zip(unbiased, expected):
+            assert got.dtype == want.dtype and np.array_equal(got, want), trial
+        standard = encode_gaussian_heatmaps(joints * 4, joints_vis, image_size, heatmap_size,
+                                            sigma, weights)
+        expected = reference_encode_standard(joints * 4, joints_vis, image_size, heatmap_size,
+                                             sigma, weights)
+        for got, want in zip(standard, expected):
+            assert got.dtype == want.dtype and np.array_equal(got, want), trial
