@@ -79,6 +79,11 @@ def normalize_image(image: np.ndarray, reverse_channels: bool = False) -> torch.
     return tensor
 
 
+def _clamp(value: float, low: float, high: float) -> float:
+    """np.clip of one number, without the cost of an array call."""
+    return float(min(max(float(value), low), high))
+
+
 class TopDownDataset(Dataset):
     """Person crops from records (image path, centre, scale, joints) for heatmap models.
 
@@ -126,11 +131,11 @@ class TopDownDataset(Dataset):
             if half_body is not None:
                 center, scale = half_body
         factor = settings.scale_factor
-        scale = scale * np.clip(rng.standard_normal() * factor + 1, 1 - factor, 1 + factor)
+        scale = scale * _clamp(rng.standard_normal() * factor + 1, 1 - factor, 1 + factor)
         rotation = 0.0
         if rng.random() <= ROTATION_PROBABILITY:
-            rotation = float(np.clip(rng.standard_normal() * settings.rotation_factor,
-                                     -2 * settings.rotation_factor, 2 * settings.rotation_factor))
+            rotation = _clamp(rng.standard_normal() * settings.rotation_factor,
+                              -2 * settings.rotation_factor, 2 * settings.rotation_factor)
         if settings.flip and rng.random() <= FLIP_PROBABILITY:
             width = image.shape[1]
             image = cv2.flip(image, 1)
