@@ -5,7 +5,7 @@ quality 90) with --people person boxes each and a COCO keypoint annotation file 
 folder, builds the COCO training split of each experiment below with build_topdown_dataset
 (training augmentation as the YAML sets it: flip, rotation, scale, half body), and iterates it
 batch by batch as one DataLoader worker does (one torch and one OpenCV thread, the YAML's batch
-size, each sample fetched, then default collation). The baseline is `reference_item` of
+size, each sample fetched, then default collation; glibc malloc set as the tools set it). The baseline is `reference_item` of
 tests/test_data_pipeline_equal.py: a copy of the sample path before it was sped up (whole-image
 colour conversion, the mirrored view copied by NumPy, float normalisation arithmetic). The two
 alternate batch by batch, --rounds times over the same samples (epoch 0).
@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from hrpose.config import load_config  # noqa: E402
 from hrpose.datasets.build import build_topdown_dataset  # noqa: E402
+from hrpose.utils.allocator import reuse_freed_memory  # noqa: E402
 from test_data_pipeline_equal import (assert_same_sample, reference_item,  # noqa: E402
                                       textured_image)
 
@@ -205,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    # As tools/train.py sets it before its workers fork.
+    reuse_freed_memory()
     rng = np.random.default_rng(args.seed)
     results = {}
     with tempfile.TemporaryDirectory(prefix="hrpose_bench_data_") as folder:
