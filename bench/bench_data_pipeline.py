@@ -3,18 +3,21 @@
 Writes --images COCO-like JPEGs (640x480 and the other common COCO sizes, photo-like texture,
 quality 90) with --people person boxes each and a COCO keypoint annotation file into a temporary
 folder, builds the COCO training split of each experiment below with build_topdown_dataset
-(training augmentation as the YAML sets it: flip, rotation, scale, half body), and iterates it
-batch by batch as one DataLoader worker does (one torch and one OpenCV thread, the YAML's batch
-size, each sample fetched, then default collation; glibc malloc set as the tools set it). The baseline is `reference_item` of
-tests/test_data_pipeline_equal.py: a copy of the sample path before it was sped up (whole-image
-colour conversion, the mirrored view copied by NumPy, float normalisation arithmetic). The two
-alternate batch by batch, --rounds times over the same samples (epoch 0).
+(training augmentation as the YAML sets it: flip, rotation, scale, half body), and makes its
+batches as one DataLoader worker does: one torch and one OpenCV thread, the YAML's batch size,
+every sample fetched, then default collation, glibc malloc set as the tools set it.
 
-Prints samples/s of both, by the wall clock and by CPU time (best: each batch's fastest round;
-median: the median round), their ratio (target: 1.5x for HRNet-W32 256x192, wall clock, best),
-and whether every sample of the first epoch was bit-equal (input, target, target_weight, meta). Exits with status 1 if any sample differs; a missed speed target is reported
-(timings on a shared CPU are noisy). --profile adds a per-function breakdown (cProfile, us per
-sample) of one epoch of each path.
+The baseline is `reference_item` of tests/test_data_pipeline_equal.py: a copy of the sample path
+before it was sped up (whole-image colour conversion, the mirrored view copied by NumPy, float
+normalisation arithmetic, the encoders of that time). The two paths alternate batch by batch,
+--rounds times over the same samples (epoch 0).
+
+Prints samples/s of both by the wall clock and by CPU time (best: the sum of each batch's fastest
+round; median: the median round), their ratio (target: 1.5x for HRNet-W32 256x192, wall clock,
+best), and whether every sample of the first epoch was bit-equal (input, target, target_weight,
+meta). Exits with status 1 if any sample differs; a missed speed target is only reported (timings
+on a shared CPU are noisy; JPEG decoding, which both paths do alike, bounds the ratio).
+--profile adds a per-function breakdown (cProfile, us per sample) of one epoch of each path.
 """
 
 from __future__ import annotations

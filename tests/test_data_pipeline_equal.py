@@ -165,7 +165,8 @@ def reference_item(dataset: TopDownDataset, index: int):
         "joints": joints_in_crop.astype(np.float32),
         "joints_vis": joints_vis.astype(np.float32),
     }
-    return reference_normalize(crop), torch.from_numpy(target), torch.from_numpy(target_weight), meta
+    return (reference_normalize(crop), torch.from_numpy(target), torch.from_numpy(target_weight),
+            meta)
 
 
 def textured_image(rng: np.random.Generator, width: int, height: int) -> np.ndarray:

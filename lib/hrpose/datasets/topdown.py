@@ -138,6 +138,7 @@ class TopDownDataset(Dataset):
                               -2 * settings.rotation_factor, 2 * settings.rotation_factor)
         if settings.flip and rng.random() <= FLIP_PROBABILITY:
             width = image.shape[1]
+            # A mirrored copy for the warp; NumPy would copy the reversed view pixel by pixel.
             image = cv2.flip(image, 1)
             joints, joints_vis = fliplr_joints(joints, joints_vis, width,
                                                self.keypoint_info.flip_pairs)
