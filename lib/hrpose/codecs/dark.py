@@ -58,14 +58,17 @@ def encode_unbiased_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
                   | (bottom_right[:, 0] < 0) | (bottom_right[:, 1] < 0))
     target_weight = np.where(misses_map, 0.0, visibility).astype(np.float32)[:, None]
 
-    x = np.arange(heatmap_width, dtype=np.float64)
-    y = np.arange(heatmap_height, dtype=np.float64)
-    # exp(a + b) = exp(a) exp(b): the 2-D Gaussian is an outer product of two 1-D ones.
-    gauss_x = np.exp(-(x[None, :] - mu[:, 0:1]) ** 2 / (2 * sigma ** 2))
-    gauss_y = np.exp(-(y[None, :] - mu[:, 1:2]) ** 2 / (2 * sigma ** 2))
-    target = gauss_y[:, :, None] * gauss_x[:, None, :]
     drawn = target_weight[:, 0] > DRAW_WEIGHT_THRESHOLD
-    target = np.where(drawn[:, None, None], target, 0.0).astype(np.float32)
+    target = np.zeros((joints.shape[0], heatmap_height, heatmap_width), dtype=np.float32)
+    if drawn.any():
+        mu = mu[drawn]
+        x = np.arange(heatmap_width, dtype=np.float64)
+        y = np.arange(heatmap_height, dtype=np.float64)
+        # exp(a + b) = exp(a) exp(b): the 2-D Gaussian is an outer product of two 1-D ones.
+        gauss_x = np.exp(-(x[None, :] - mu[:, 0:1]) ** 2 / (2 * sigma ** 2))
+        gauss_y = np.exp(-(y[None, :] - mu[:, 1:2]) ** 2 / (2 * sigma ** 2))
+        # The float64 products are rounded to float32 once, on assignment.
+        target[drawn] = gauss_y[:, :, None] * gauss_x[:, None, :]
 
     if joint_weights is not None:
         target_weight = target_weight * np.asarray(joint_weights, dtype=np.float32)[:, None]

@@ -34,10 +34,44 @@ class Augmentation:
     half_body_min_joints: int = 8
 
 
-def normalize_image(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float tensor with the ImageNet mean and std (as ToTensor + Normalize)."""
-    array = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+def _normalization_table() -> np.ndarray:
+    """(3, 256, 1) float32: the normalised value of every uint8 level in each channel.
+
+    Computed with the very expressions of the per-pixel formula, so a look-up gives the same bits.
+    """
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    table = (levels / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(table.T)[:, :, None]
+
+
+NORMALIZATION_TABLE = _normalization_table()
+
+
+def normalize_image(image: np.ndarray, reverse_channels: bool = False) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW float tensor with the ImageNet mean and std (as ToTensor + Normalize).
+
+    reverse_channels normalises image[..., ::-1] (BGR read, RGB wanted) without copying it. A
+    uint8 image goes through a per-channel table look-up into the tensor's memory, bit-equal to
+    the float arithmetic that other inputs still take.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        if reverse_channels:
+            image = image[..., ::-1]
+        array = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    planes = cv2.split(np.ascontiguousarray(image))
+    if reverse_channels:
+        planes = planes[::-1]
+    tensor = torch.empty((3,) + image.shape[:2], dtype=torch.float32)
+    output = tensor.numpy()
+    for channel, plane in enumerate(planes):
+        cv2.LUT(plane, NORMALIZATION_TABLE[channel], dst=output[channel])
+    return tensor
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    """np.clip of one number, without the cost of an array call."""
+    return float(min(max(float(value), low), high))
 
 
 class TopDownDataset(Dataset):
@@ -87,14 +121,15 @@ class TopDownDataset(Dataset):
             if half_body is not None:
                 center, scale = half_body
         factor = settings.scale_factor
-        scale = scale * np.clip(rng.standard_normal() * factor + 1, 1 - factor, 1 + factor)
+        scale = scale * _clamp(rng.standard_normal() * factor + 1, 1 - factor, 1 + factor)
         rotation = 0.0
         if rng.random() <= ROTATION_PROBABILITY:
-            rotation = float(np.clip(rng.standard_normal() * settings.rotation_factor,
-                                     -2 * settings.rotation_factor, 2 * settings.rotation_factor))
+            rotation = _clamp(rng.standard_normal() * settings.rotation_factor,
+                              -2 * settings.rotation_factor, 2 * settings.rotation_factor)
         if settings.flip and rng.random() <= FLIP_PROBABILITY:
             width = image.shape[1]
-            image = image[:, ::-1]
+            # A mirrored copy for the warp; NumPy would copy the reversed view pixel by pixel.
+            image = cv2.flip(image, 1)
             joints, joints_vis = fliplr_joints(joints, joints_vis, width,
                                                self.keypoint_info.flip_pairs)
             center = center.copy()
@@ -103,7 +138,9 @@ class TopDownDataset(Dataset):
 
     def __getitem__(self, index: int):
         record = self.records[index]
-        image = read_image(record["image"], self.color_rgb)
+        # Read as BGR: the warp treats channels alike, so the small crop is put in RGB order
+        # instead of the whole image (same bits).
+        image = read_image(record["image"], color_rgb=False)
         joints = np.array(record["joints"], dtype=np.float64)
         joints_vis = np.array(record["joints_vis"], dtype=np.float64)
         center = np.array(record["center"], dtype=np.float64)
@@ -143,4 +180,5 @@ class TopDownDataset(Dataset):
             "joints": joints_in_crop.astype(np.float32),
             "joints_vis": joints_vis.astype(np.float32),
         }
-        return normalize_image(crop), torch.from_numpy(target), torch.from_numpy(target_weight), meta
+        return (normalize_image(crop, reverse_channels=self.color_rgb), torch.from_numpy(target),
+                torch.from_numpy(target_weight), meta)
