@@ -227,3 +227,10 @@ def test_misspelt_extra_key_stays_unknown_when_the_name_changes(tmp_path):
     path = write_yaml(tmp_path, "MODEL:\n  NAME: pose_hrnet\n  EXTRA:\n    STAGE22: {}\n")
     with pytest.raises(ConfigError, match="unknown config key 'MODEL.EXTRA.STAGE22'"):
         load_config(path, ["MODEL.NAME", "pose_resnet"])
+
+
+def test_a_config_path_that_is_a_folder_or_missing_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"'.*' is a folder; expected a YAML experiment file"):
+        load_config(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"config file not found: '.*missing.yaml'"):
+        load_config(str(tmp_path / "missing.yaml"))

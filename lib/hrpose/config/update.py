@@ -339,6 +339,9 @@ def _opts_to_dict(opts: list[str]) -> dict:
 
 def load_yaml(path: str) -> dict:
     """Read an experiment YAML into a dict, with clear errors for a missing or malformed file."""
+    if os.path.isdir(path):
+        raise ConfigError(f"config file '{path}' is a folder; expected a YAML experiment file, "
+                          f"e.g. experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: '{path}' (expected a YAML experiment file, "
                           f"e.g. experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml)")
