@@ -13,9 +13,9 @@ import torch
 from hrpose.apis.boxes import DEFAULT_BOX_THRESHOLD
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import DETECTION_FILE, generate_synthetic_dataset
-from hrpose.engine import demo
-from hrpose.engine.checkpoint import CheckpointError, save_checkpoint_atomic
-from hrpose.engine.demo import annotate_video, trained_checkpoint, write_demo_video
+from hrpose.apis import demo
+from hrpose.utils.checkpoint import CheckpointError, save_checkpoint_atomic
+from hrpose.apis.demo import annotate_video, trained_checkpoint, write_demo_video
 from hrpose.errors import DataError
 from hrpose.models import build_model
 from video_frames import read_frames

@@ -11,7 +11,7 @@ import torch
 
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
-from hrpose.engine.checkpoint import load_checkpoint_file
+from hrpose.utils.checkpoint import load_checkpoint_file
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import validate_model
 from hrpose.models import registry

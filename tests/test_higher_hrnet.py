@@ -12,7 +12,7 @@ from torch import nn
 
 from hrpose.config import ConfigError, load_config
 from hrpose.config.model_extras import is_bottom_up
-from hrpose.engine.checkpoint import CheckpointError, load_model_weights
+from hrpose.utils.checkpoint import CheckpointError, load_model_weights
 from hrpose.models import build_model
 from hrpose.models.backbones.higher_hrnet import PoseHigherResolutionNet
 from hrpose.models.complexity import network_input_size, summarize

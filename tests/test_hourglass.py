@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hrpose.config import ConfigError, load_config
-from hrpose.engine.checkpoint import CheckpointError, load_model_weights
+from hrpose.utils.checkpoint import CheckpointError, load_model_weights
 from hrpose.models import build_model
 from hrpose.models.backbones.hourglass import Hourglass, PoseHourglassNet
 from hrpose.models.complexity import summarize

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from hrpose.codecs.heatmap import decode_standard
 from hrpose.config import ConfigError, load_config
-from hrpose.engine.checkpoint import load_model_weights
+from hrpose.utils.checkpoint import load_model_weights
 from hrpose.models import build_model
 from hrpose.models.backbones.hrnext import (DynamicKernelConv, HRNeXtBlock, HRNeXtModule,
                                             KernelAggregation, PoseHRNeXt)

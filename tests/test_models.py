@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from hrpose.config import ConfigError, get_default_config, load_config
-from hrpose.engine.checkpoint import CheckpointError, load_model_weights
+from hrpose.utils.checkpoint import CheckpointError, load_model_weights
 from hrpose.models import build_model
 from hrpose.models.backbones.hrnet import HighResolutionModule, HighResolutionNet, HRNetSpec
 from hrpose.models.blocks import BasicBlock

@@ -11,7 +11,7 @@ from hrpose.config import ConfigError, load_config
 from hrpose.datasets.build import build_topdown_dataset
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import bottomup, topdown, trainer
-from hrpose.engine.checkpoint import load_checkpoint_file
+from hrpose.utils.checkpoint import load_checkpoint_file
 from hrpose.engine.device import autocast_dtype, check_sync_batchnorm, memory_format
 from hrpose.engine.distributed import ShardSampler, TrainSampler
 from hrpose.engine.loop import EpochOptions, NonFiniteLossError

@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
-from hrpose.engine.demo import run_demo
+from hrpose.apis.demo import run_demo
 from hrpose.engine.run_dir import create_run
 
 

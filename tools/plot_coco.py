@@ -17,7 +17,7 @@ from hrpose.datasets.metadata import KEYPOINT_INFO
 from hrpose.engine.cli import run_cli
 from hrpose.errors import DataFileNotFoundError
 from hrpose.utils.paths import check_output_folder
-from hrpose.utils.plot import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_SCORE_THRESHOLD, load_results,
+from hrpose.apis.plot import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_SCORE_THRESHOLD, load_results,
                                plot_coco_results)
 
 

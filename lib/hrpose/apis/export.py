@@ -56,7 +56,7 @@ from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KEYPOINT_INFO
 from ..datasets.topdown import IMAGENET_MEAN, IMAGENET_STD
-from ..engine.checkpoint import CheckpointError, load_model_weights
+from ..utils.checkpoint import CheckpointError, load_model_weights
 from ..errors import HrposeError
 from ..models import build_model
 from ..utils.io import atomic_path

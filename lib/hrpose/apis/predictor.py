@@ -34,7 +34,7 @@ from ..datasets.build import split_source
 from ..datasets.metadata import KeypointInfo, get_keypoint_info
 from ..datasets.topdown import normalize_image, read_image
 from ..engine.bottomup import grouping_function, infer_image, test_params
-from ..engine.checkpoint import CheckpointError, load_model_weights
+from ..utils.checkpoint import CheckpointError, load_model_weights
 from ..engine.device import IMAGE_MEMORY_FORMAT, select_device
 from ..engine.rescore import load_rescorer
 from ..engine.topdown import decode_poses, predict_heatmaps, select_poses

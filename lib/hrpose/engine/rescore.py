@@ -38,7 +38,7 @@ from ..postprocess.regression import (RegressionPrediction, RegressionTestParams
 from ..postprocess.rescore import (RescoreData, Rescorer, concatenate_rescore_data,
                                    read_rescore_data, rescore_feature_size, rescore_limbs_of,
                                    rescore_samples, rescore_training_arrays, write_rescore_data)
-from .checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
+from ..utils.checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
                          load_model_weights, load_state_dict_strict, save_checkpoint_atomic)
 from .device import select_device
 from .topdown import _progress
