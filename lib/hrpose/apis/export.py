@@ -9,7 +9,7 @@ What the file holds. One input, ``input``: a float32 NCHW batch normalised as th
 normalise it (pixel / 255, minus the ImageNet mean, divided by its std), in the channel order
 the model was trained with (RGB when DATASET.COLOR_RGB, else BGR). The outputs are the network's
 raw maps; decoding, flip test, grouping and NMS stay outside the graph, in hrpose's Python code
-(hrpose.engine.topdown / hrpose.engine.bottomup) or the deployment's own.
+(hrpose.postprocess.topdown / hrpose.postprocess.bottomup_inference) or the deployment's own.
 
 - Top-down models (pose_hrnet, pose_resnet, pose_hrnext, pose_hourglass): input
   [batch, 3, H, W] at MODEL.IMAGE_SIZE; one output ``heatmaps`` [batch, J, h, w]. The stacked
