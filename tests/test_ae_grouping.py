@@ -516,8 +516,8 @@ def test_config_selects_the_assignment_solver(repo_root):
     _, grouping = bottomup_inference.test_params(load_config(path), list(range(J)))
     assert grouping.assignment_solver == "munkres"
     assert grouping.solver() is munkres_assignment
-    _, grouping = bottomup_inference.test_params(load_config(path, ["TEST.ASSIGNMENT_SOLVER", "scipy"]),
-                                     list(range(J)))
+    scipy_cfg = load_config(path, ["TEST.ASSIGNMENT_SOLVER", "scipy"])
+    _, grouping = bottomup_inference.test_params(scipy_cfg, list(range(J)))
     assert grouping.solver() is linear_sum_assignment
     with pytest.raises(ConfigError, match="TEST.ASSIGNMENT_SOLVER.*'munkres', 'scipy'"):
         load_config(path, ["TEST.ASSIGNMENT_SOLVER", "hungarian"])

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from hrpose.utils.checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                                      load_model_weights, load_state_dict_strict,
-                                      save_checkpoint_atomic, strip_wrapper_prefixes)
+                                     load_model_weights, load_state_dict_strict,
+                                     save_checkpoint_atomic, strip_wrapper_prefixes)
 
 
 class Payload:

@@ -45,7 +45,8 @@ def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
     return ".".join(parts)
 
 
-def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, list[str], int]]:
+def imported_names(tree: ast.AST, module: str,
+                   is_package: bool) -> list[tuple[str, list[str], int]]:
     """(absolute module name, names taken from it, line) of every import in a module: `import X`
     and `from X import a, b`, relative or absolute, function-local ones and those under
     `if TYPE_CHECKING:` included (an annotation-only import still ties two layers)."""

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from hrpose.apis.plot import load_results, plot_coco_results
 from hrpose.datasets.metadata import get_keypoint_info
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.errors import DataError, DataFileNotFoundError
-from hrpose.apis.plot import load_results, plot_coco_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = get_keypoint_info("synthetic")

@@ -17,13 +17,13 @@ from torch import nn
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import run_dir, trainer
-from hrpose.utils.checkpoint import (load_checkpoint_file, load_model_weights,
-                                     save_checkpoint_atomic)
 from hrpose.engine.loop import DivergenceError, DivergenceMonitor
 from hrpose.engine.run_dir import create_run
 from hrpose.evaluation.pckh import save_mpii_predictions
 from hrpose.evaluation.results import write_keypoint_results
 from hrpose.models import registry
+from hrpose.utils.checkpoint import (load_checkpoint_file, load_model_weights,
+                                     save_checkpoint_atomic)
 from hrpose.utils.io import atomic_write, remove_stale_temporaries
 
 SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"

@@ -25,7 +25,7 @@ from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
 from ..utils.checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
-                         load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
+                                load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
 from .device import (apply_sync_batchnorm, autocast_dtype, check_sync_batchnorm, memory_format,
                      select_device)
 from .distributed import (ShardSampler, TrainSampler, all_reduce_mean, broadcast_from_main,

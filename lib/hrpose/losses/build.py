@@ -1,4 +1,4 @@
-"""The bottom-up loss a config asks for: HigherHRNet's per-stage losses with plain AE or HAE tags."""
+"""The bottom-up loss a config asks for: HigherHRNet's per-stage losses with AE or HAE tags."""
 
 from __future__ import annotations
 

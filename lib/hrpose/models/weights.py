@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from torch import nn
 
 from ..utils.checkpoint import (CheckpointError, compare_state_dicts, extract_state_dict,
-                                 load_checkpoint_file, strip_wrapper_prefixes)
+                                load_checkpoint_file, strip_wrapper_prefixes)
 
 logger = logging.getLogger(__name__)
 
