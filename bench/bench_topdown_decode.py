@@ -6,7 +6,7 @@ random sub-pixel centre, noise, some empty maps) into image pixels with COCO-lik
   leoxiaobin/deep-high-resolution-net.pytorch) rewritten here as a plain loop from its code:
   NumPy argmax and amax, the quarter offset joint by joint, then transform_preds person by
   person (cv2.getAffineTransform of float32 points, one point at a time);
-- hrpose's engine.topdown.decode_poses with the standard decoder and POST_PROCESS on.
+- hrpose's postprocess.topdown.decode_poses with the standard decoder and POST_PROCESS on.
 The two run in turn in one process, --repeats times each, and the minimum of each is compared
 (the median is printed too), as the CPU may be shared. A bare np.argmax pass over the maps is
 timed with them: every exact decoder reads all the maps once, so where memory bandwidth bounds
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hrpose.config import get_default_config
-from hrpose.engine.topdown import decode_poses
+from hrpose.postprocess.topdown import decode_poses
 
 TARGET_SPEEDUP = 10.0
 TARGET_DIFFERENCE = 1e-4

@@ -7,8 +7,7 @@ from scipy.optimize import linear_sum_assignment
 
 from hrpose.config import load_config
 from hrpose.config.update import ConfigError
-from hrpose.engine import bottomup as engine
-from hrpose.postprocess import ae_grouping
+from hrpose.postprocess import ae_grouping, bottomup_inference
 from hrpose.postprocess.ae_grouping import (
     REFERENCE_JOINT_ORDER,
     GroupingParams,
@@ -514,11 +513,11 @@ def test_crowded_scenes_group_as_the_reference_with_munkres():
 
 def test_config_selects_the_assignment_solver(repo_root):
     path = str(repo_root / "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml")
-    _, grouping = engine.test_params(load_config(path), list(range(J)))
+    _, grouping = bottomup_inference.test_params(load_config(path), list(range(J)))
     assert grouping.assignment_solver == "munkres"
     assert grouping.solver() is munkres_assignment
-    _, grouping = engine.test_params(load_config(path, ["TEST.ASSIGNMENT_SOLVER", "scipy"]),
-                                     list(range(J)))
+    scipy_cfg = load_config(path, ["TEST.ASSIGNMENT_SOLVER", "scipy"])
+    _, grouping = bottomup_inference.test_params(scipy_cfg, list(range(J)))
     assert grouping.solver() is linear_sum_assignment
     with pytest.raises(ConfigError, match="TEST.ASSIGNMENT_SOLVER.*'munkres', 'scipy'"):
         load_config(path, ["TEST.ASSIGNMENT_SOLVER", "hungarian"])

@@ -10,11 +10,12 @@ import torch
 from hrpose.config import load_config
 from hrpose.datasets.build import build_bottomup_dataset
 from hrpose.datasets.synthetic import generate_synthetic_dataset
-from hrpose.engine.checkpoint import load_checkpoint_file
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import make_loader, train, validate_model
-from hrpose.losses.associative_embedding import build_bottomup_loss, total_bottomup_loss
+from hrpose.losses.associative_embedding import total_bottomup_loss
+from hrpose.losses.build import build_bottomup_loss
 from hrpose.models import build_model
+from hrpose.utils.checkpoint import load_checkpoint_file
 
 BOTTOMUP_CFG = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml"
 HAE_CFG = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3_hae.yaml"

@@ -369,7 +369,7 @@ def test_os_errors_are_described_by_what_is_in_the_way(tmp_path):
 def test_a_full_disk_is_named_by_the_file_being_written(error_number, reason, tmp_path,
                                                         monkeypatch):
     import torch
-    from hrpose.engine.checkpoint import save_checkpoint_atomic
+    from hrpose.utils.checkpoint import save_checkpoint_atomic
 
     def full_disk_save(obj, stream, *args, **kwargs):
         raise OSError(error_number, os.strerror(error_number))  # as write() raises it: no name

@@ -11,7 +11,7 @@ from hrpose.codecs.dark import (decode_dark, encode_unbiased_heatmaps, gaussian_
 from hrpose.codecs.heatmap import decode_standard, flip_back
 from hrpose.config import ConfigError, load_config
 from hrpose.datasets.metadata import COCO
-from hrpose.engine.topdown import decode_heatmaps
+from hrpose.postprocess.topdown import decode_heatmaps
 from hrpose.utils.transforms import (affine_transform_points, fliplr_joints,
                                      get_affine_transform, transform_preds)
 

@@ -24,10 +24,10 @@ from hrpose.datasets.build import build_topdown_dataset
 from hrpose.datasets.images import read_image
 from hrpose.datasets.mpii import mpii_records
 from hrpose.datasets.synthetic import DETECTION_FILE, generate_synthetic_dataset
-from hrpose.engine.checkpoint import save_checkpoint_atomic
 from hrpose.engine.cli import original_message
 from hrpose.errors import DataError, DataFileNotFoundError
 from hrpose.models import build_model
+from hrpose.utils.checkpoint import save_checkpoint_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPDOWN_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"

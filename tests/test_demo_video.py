@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from hrpose.apis import demo
 from hrpose.apis.boxes import DEFAULT_BOX_THRESHOLD
+from hrpose.apis.demo import annotate_video, trained_checkpoint, write_demo_video
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import DETECTION_FILE, generate_synthetic_dataset
-from hrpose.engine import demo
-from hrpose.engine.checkpoint import CheckpointError, save_checkpoint_atomic
-from hrpose.engine.demo import annotate_video, trained_checkpoint, write_demo_video
 from hrpose.errors import DataError
 from hrpose.models import build_model
+from hrpose.utils.checkpoint import CheckpointError, save_checkpoint_atomic
 from video_frames import read_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import torch
 
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
-from hrpose.engine.checkpoint import load_checkpoint_file
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import validate_model
 from hrpose.models import registry
+from hrpose.utils.checkpoint import load_checkpoint_file
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 _spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)

@@ -20,8 +20,8 @@ from hrpose.apis.export import (BatchIndependentKernelAggregation, ExportError, 
                                 check_onnx_parity, default_check_shapes, export_onnx,
                                 load_model_for_export, max_differences)
 from hrpose.config import load_config  # noqa: E402
-from hrpose.engine.checkpoint import CheckpointError  # noqa: E402
 from hrpose.models.backbones.hrnext import KernelAggregation  # noqa: E402
+from hrpose.utils.checkpoint import CheckpointError  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOL = str(REPO_ROOT / "tools" / "export_onnx.py")

@@ -13,7 +13,7 @@ from hrpose.codecs.heatmap import (HeatmapDecodeResult, decode_standard, encode_
                                    shift_flipped_heatmaps)
 from hrpose.config import get_default_config
 from hrpose.datasets.metadata import COCO, MPII
-from hrpose.engine.topdown import decode_poses
+from hrpose.postprocess.topdown import decode_poses
 from hrpose.utils.transforms import (affine_transform_points, get_affine_transform,
                                      transform_preds, transform_preds_torch)
 

@@ -12,10 +12,10 @@ from torch import nn
 
 from hrpose.config import ConfigError, load_config
 from hrpose.config.model_extras import is_bottom_up
-from hrpose.engine.checkpoint import CheckpointError, load_model_weights
 from hrpose.models import build_model
 from hrpose.models.backbones.higher_hrnet import PoseHigherResolutionNet
 from hrpose.models.complexity import network_input_size, summarize
+from hrpose.utils.checkpoint import CheckpointError, load_model_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO_ROOT / "experiments"

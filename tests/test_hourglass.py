@@ -11,10 +11,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from hrpose.config import ConfigError, load_config
-from hrpose.engine.checkpoint import CheckpointError, load_model_weights
 from hrpose.models import build_model
 from hrpose.models.backbones.hourglass import Hourglass, PoseHourglassNet
 from hrpose.models.complexity import summarize
+from hrpose.utils.checkpoint import CheckpointError, load_model_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOURGLASS = REPO_ROOT / "experiments" / "coco" / "hourglass"

@@ -17,12 +17,12 @@ from hrpose.apis.video import ImageSource, frame_step, run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.coco_format import clean_box, load_coco_file
 from hrpose.datasets.synthetic import generate_synthetic_dataset
-from hrpose.engine.checkpoint import save_checkpoint_atomic
 from hrpose.engine.run_dir import make_run_paths
 from hrpose.engine.trainer import validate_model
 from hrpose.errors import DataError, DataFileNotFoundError
 from hrpose.evaluation.results import load_keypoint_results
 from hrpose.models import build_model
+from hrpose.utils.checkpoint import save_checkpoint_atomic
 from video_frames import read_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

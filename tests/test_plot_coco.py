@@ -1,4 +1,4 @@
-"""tools/plot_coco.py and hrpose.utils.plot on a tiny generated synthetic dataset: one drawn image
+"""tools/plot_coco.py and hrpose.apis.plot on a tiny generated synthetic dataset: one drawn image
 per image id, drawn where the keypoints are and nowhere much else, the ground truth in its own
 colour, and clear errors for results that do not fit the skeleton or images that are missing."""
 
@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from hrpose.apis.plot import load_results, plot_coco_results
 from hrpose.datasets.metadata import get_keypoint_info
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.errors import DataError, DataFileNotFoundError
-from hrpose.utils.plot import load_results, plot_coco_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = get_keypoint_info("synthetic")

@@ -8,6 +8,7 @@ from torch import nn
 from hrpose.config import load_config
 from hrpose.config.update import ConfigError
 from hrpose.engine import bottomup as engine
+from hrpose.postprocess import bottomup_inference
 from hrpose.postprocess.ae_grouping import (
     GroupedPoses,
     GroupingParams,
@@ -249,10 +250,10 @@ def test_config_selects_the_grouping(repo_root):
     path = str(repo_root / SYNTHETIC_HIGHER_HRNET)
     default = load_config(path)
     assert default.TEST.GROUPING == "fixed"
-    assert engine.grouping_function(default) is group_keypoints
+    assert bottomup_inference.grouping_function(default) is group_keypoints
     cfg = load_config(path, ["TEST.GROUPING", "progressive"])
-    assert engine.grouping_function(cfg) is group_keypoints_progressive
-    pipeline, grouping = engine.test_params(cfg, list(range(J)))
+    assert bottomup_inference.grouping_function(cfg) is group_keypoints_progressive
+    pipeline, grouping = bottomup_inference.test_params(cfg, list(range(J)))
     assert grouping.num_joints == J and pipeline.flip_test
     assert get_grouping_function("progressive") is group_keypoints_progressive
     with pytest.raises(ValueError, match="unknown grouping"):
@@ -312,7 +313,7 @@ def test_validation_loop_uses_the_configured_grouping(repo_root):
         counts[grouping] = len(output["results"])
     assert counts == {"fixed": 4, "progressive": 2}
 
-    pipeline, grouping_params = engine.test_params(cfg, list(range(J)))
+    pipeline, grouping_params = bottomup_inference.test_params(cfg, list(range(J)))
     reference = infer_bottom_up(model, image, pipeline, grouping_params)
     with_maps = infer_bottom_up_with_maps(model, image, pipeline, grouping_params, "fixed")
     np.testing.assert_array_equal(with_maps.prediction.poses, reference.poses)

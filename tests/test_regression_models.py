@@ -17,11 +17,11 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from hrpose.config import ConfigError, load_config
-from hrpose.engine.checkpoint import CheckpointError, load_model_weights, load_state_dict_strict
 from hrpose.models import build_model
 from hrpose.models.complexity import measure_complexity, per_call_params, summarize
 from hrpose.models.heads.stn import STNBlock, transform_to_offsets
 from hrpose.models.rescore_net import RescoreNet
+from hrpose.utils.checkpoint import CheckpointError, load_model_weights, load_state_dict_strict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HRNET_REG = "pose_hrnet_regression"

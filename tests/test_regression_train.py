@@ -20,13 +20,13 @@ from hrpose.apis.predictor import PosePredictor
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import regression
-from hrpose.engine.checkpoint import load_checkpoint_file
 from hrpose.engine.loop import EpochOptions
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import make_loader, paradigm_of, train, validate_model
 from hrpose.evaluation.coco import evaluate_coco_keypoints
 from hrpose.models import build_model
 from hrpose.postprocess.regression import RegressionTestParams, infer_regression
+from hrpose.utils.checkpoint import load_checkpoint_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGRESSION_CFG = ("experiments/synthetic/hrnet_regression/"

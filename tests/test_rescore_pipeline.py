@@ -17,16 +17,16 @@ from hrpose.datasets.metadata import get_keypoint_info
 from hrpose.datasets.regression import build_regression_dataset
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import regression
-from hrpose.engine.checkpoint import CheckpointError, load_checkpoint_file
-from hrpose.engine.rescore import (load_rescorer, train_rescore_net,
-                                   train_rescore_net_of_config, write_rescore_data_of_config)
+from hrpose.engine.rescore import (train_rescore_net, train_rescore_net_of_config,
+                                   write_rescore_data_of_config)
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import train, validate_model
 from hrpose.errors import DataError
 from hrpose.models import build_model
 from hrpose.models.rescore_net import RescoreNet
 from hrpose.postprocess.regression import RegressionTestParams, infer_regression
-from hrpose.postprocess.rescore import pose_rescore_features, read_rescore_data
+from hrpose.postprocess.rescore import load_rescorer, pose_rescore_features, read_rescore_data
+from hrpose.utils.checkpoint import CheckpointError, load_checkpoint_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CFG = ("experiments/synthetic/hrnet_regression/"

@@ -17,13 +17,13 @@ from torch import nn
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import run_dir, trainer
-from hrpose.engine.checkpoint import (load_checkpoint_file, load_model_weights,
-                                     save_checkpoint_atomic)
 from hrpose.engine.loop import DivergenceError, DivergenceMonitor
 from hrpose.engine.run_dir import create_run
 from hrpose.evaluation.pckh import save_mpii_predictions
 from hrpose.evaluation.results import write_keypoint_results
 from hrpose.models import registry
+from hrpose.utils.checkpoint import (load_checkpoint_file, load_model_weights,
+                                     save_checkpoint_atomic)
 from hrpose.utils.io import atomic_write, remove_stale_temporaries
 
 SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
@@ -371,7 +371,7 @@ def test_create_run_removes_only_stale_temporaries(repo_root, tiny_data, tmp_pat
 def test_interrupted_checkpoint_write_leaves_a_temporary_that_the_next_run_removes(tmp_path):
     path = tmp_path / "checkpoint.pth"
     child = ("import os, sys, torch\n"
-             "from hrpose.engine.checkpoint import save_checkpoint_atomic\n"
+             "from hrpose.utils.checkpoint import save_checkpoint_atomic\n"
              "def killed(obj, stream):\n"
              "    stream.write(b'partial'); stream.flush(); os._exit(9)\n"
              "torch.save = killed\n"

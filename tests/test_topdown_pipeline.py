@@ -10,9 +10,9 @@ import torch
 
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
-from hrpose.engine.checkpoint import load_checkpoint_file
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import train, validate_model
+from hrpose.utils.checkpoint import load_checkpoint_file
 
 SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
 SYNTHETIC_RESNET_CFG = "experiments/synthetic/resnet/res18_128x96_d64x3_adam_lr2e-3.yaml"

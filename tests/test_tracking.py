@@ -20,8 +20,8 @@ from hrpose.apis.tracking import (DEFAULT_BETA, DEFAULT_MIN_CUTOFF, OneEuroFilte
 from hrpose.apis.video import VideoSource, run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.metadata import get_keypoint_info
-from hrpose.engine.checkpoint import save_checkpoint_atomic
 from hrpose.models import build_model
+from hrpose.utils.checkpoint import save_checkpoint_atomic
 
 COCO = get_keypoint_info("coco")
 FPS = 30.0

@@ -11,7 +11,6 @@ from hrpose.config import ConfigError, load_config
 from hrpose.datasets.build import build_topdown_dataset
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import bottomup, topdown, trainer
-from hrpose.engine.checkpoint import load_checkpoint_file
 from hrpose.engine.device import autocast_dtype, check_sync_batchnorm, memory_format
 from hrpose.engine.distributed import ShardSampler, TrainSampler
 from hrpose.engine.loop import EpochOptions, NonFiniteLossError
@@ -20,6 +19,7 @@ from hrpose.engine.schedule import base_learning_rate
 from hrpose.errors import HrposeError
 from hrpose.losses.joints_mse import JointsMSELoss, build_topdown_loss
 from hrpose.models import build_model, registry
+from hrpose.utils.checkpoint import load_checkpoint_file
 
 SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
 RUN = ("output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3")

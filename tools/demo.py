@@ -9,8 +9,8 @@ run's checkpoints and results move into <output folder>/previous-<time>/ first.
 import argparse
 import logging
 
+from hrpose.apis.demo import run_demo
 from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
-from hrpose.engine.demo import run_demo
 from hrpose.engine.run_dir import create_run
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from ..config.model_extras import is_bottom_up
-from ..engine.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
+from ..utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
 from ..errors import DataError, DataFileNotFoundError
 from ..datasets.coco_format import read_person_detections
 

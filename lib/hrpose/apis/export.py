@@ -9,7 +9,7 @@ What the file holds. One input, ``input``: a float32 NCHW batch normalised as th
 normalise it (pixel / 255, minus the ImageNet mean, divided by its std), in the channel order
 the model was trained with (RGB when DATASET.COLOR_RGB, else BGR). The outputs are the network's
 raw maps; decoding, flip test, grouping and NMS stay outside the graph, in hrpose's Python code
-(hrpose.engine.topdown / hrpose.engine.bottomup) or the deployment's own.
+(hrpose.postprocess.topdown / hrpose.postprocess.bottomup_inference) or the deployment's own.
 
 - Top-down models (pose_hrnet, pose_resnet, pose_hrnext, pose_hourglass): input
   [batch, 3, H, W] at MODEL.IMAGE_SIZE; one output ``heatmaps`` [batch, J, h, w]. The stacked
@@ -56,7 +56,7 @@ from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KEYPOINT_INFO
 from ..datasets.topdown import IMAGENET_MEAN, IMAGENET_STD
-from ..engine.checkpoint import CheckpointError, load_model_weights
+from ..utils.checkpoint import CheckpointError, load_model_weights
 from ..errors import HrposeError
 from ..models import build_model
 from ..utils.io import atomic_path

@@ -11,8 +11,8 @@ predictor was built with (apis.boxes); bottom-up models find the persons themsel
 boxes. Crops, flip test, decoding, rescoring and OKS-NMS (top-down), the whole-image pipeline
 and grouping (bottom-up) and the regression pipeline's "final" result with the rescore net of
 RESCORE.* (keypoint-regression models) are the functions the validation loops call
-(engine.topdown, engine.bottomup, engine.regression), so a picture gives the poses
-tools/valid.py writes for it.
+(postprocess.topdown, postprocess.bottomup_inference, postprocess.regression, postprocess.rescore),
+so a picture gives the poses tools/valid.py writes for it.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KeypointInfo, get_keypoint_info
 from ..datasets.topdown import normalize_image, read_image
-from ..engine.bottomup import grouping_function, infer_image, test_params
-from ..engine.checkpoint import CheckpointError, load_model_weights
 from ..engine.device import IMAGE_MEMORY_FORMAT, select_device
-from ..engine.rescore import load_rescorer
-from ..engine.topdown import decode_poses, predict_heatmaps, select_poses
 from ..errors import DataError
 from ..models import build_model
 from ..postprocess.bottomup import PERSON_CATEGORY_ID, MultiScaleMaps, coco_keypoint_results
+from ..postprocess.bottomup_inference import grouping_function, infer_image, test_params
 from ..postprocess.regression import RegressionTestParams, infer_regression
+from ..postprocess.rescore import load_rescorer
+from ..postprocess.topdown import decode_poses, predict_heatmaps, select_poses
+from ..utils.checkpoint import CheckpointError, load_model_weights
 from ..utils.transforms import box_to_center_scale, get_affine_transform
 from .boxes import BoxSource, as_box_array
 

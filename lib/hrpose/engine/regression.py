@@ -34,9 +34,9 @@ from ..losses.regression import RegressionLoss, total_regression_loss
 from ..postprocess.bottomup import coco_keypoint_results
 from ..postprocess.regression import (RegressionPrediction, RegressionTestParams,
                                       infer_regression)
+from ..postprocess.rescore import load_rescorer
 from .bottomup import loss_terms
 from .loop import EpochOptions, StepOutput, run_epoch, to_device
-from .rescore import load_rescorer
 from .topdown import _progress
 
 logger = logging.getLogger(__name__)

@@ -1,10 +1,9 @@
-"""The rescore net's life cycle: loading it for testing, making its training data, training it.
+"""The rescore net's training: making its training data, training it.
 
-reference/bottomup.md section 5.5. The pieces (feature, OKS targets, data file) live in
-``postprocess.rescore``; this module drives them with a config:
+reference/bottomup.md section 5.5. The pieces (feature, OKS targets, data file, and loading the
+net for testing: ``load_rescorer``) live in ``postprocess.rescore``; this module drives them with
+a config:
 
-* ``load_rescorer``: RESCORE.USE and RESCORE.MODEL_FILE -> a ``Rescorer`` (net of
-  RESCORE.HIDDEN_LAYER hidden units, loaded strictly, in eval mode) or None;
 * ``make_rescore_data``: a regression model over a split (the training split by default), each
   image's poses recorded with their best OKS against its ground truth (tools/rescore_data.py);
 * ``train_rescore_net``: MSE, Adam at RESCORE.LR, batches of RESCORE.BATCHSIZE with a fresh
@@ -35,11 +34,10 @@ from ..models import build_model
 from ..models.rescore_net import RescoreNet
 from ..postprocess.regression import (RegressionPrediction, RegressionTestParams,
                                       infer_regression)
-from ..postprocess.rescore import (RescoreData, Rescorer, concatenate_rescore_data,
-                                   read_rescore_data, rescore_feature_size, rescore_limbs_of,
-                                   rescore_samples, rescore_training_arrays, write_rescore_data)
-from .checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                         load_model_weights, load_state_dict_strict, save_checkpoint_atomic)
+from ..postprocess.rescore import (RescoreData, build_rescore_net, concatenate_rescore_data,
+                                   read_rescore_data, rescore_samples, rescore_training_arrays,
+                                   write_rescore_data)
+from ..utils.checkpoint import CheckpointError, load_model_weights, save_checkpoint_atomic
 from .device import select_device
 from .topdown import _progress
 
@@ -49,43 +47,6 @@ logger = logging.getLogger(__name__)
 RESULT_SETS = RegressionPrediction._fields
 # Datasets whose OKS scale is the box area times GT_AREA_FACTOR rather than the annotated area.
 BOX_AREA_DATASETS = ("crowdpose",)
-
-
-def build_rescore_net(cfg: CfgNode, keypoint_info) -> RescoreNet:
-    """A fresh rescore net for a dataset's feature (3 x its rescore limbs + its joints) with
-    RESCORE.HIDDEN_LAYER hidden units."""
-    limbs, _ = rescore_limbs_of(keypoint_info)
-    features = rescore_feature_size(keypoint_info.num_keypoints, len(limbs))
-    return RescoreNet(features, cfg.RESCORE.HIDDEN_LAYER)
-
-
-def load_rescorer(cfg: CfgNode, keypoint_info) -> Rescorer | None:
-    """The rescorer of a test run, or None when RESCORE.USE is off or RESCORE.MODEL_FILE empty.
-
-    The net is loaded once, strictly: a missing file, or one whose tensors do not fit the
-    dataset's feature or RESCORE.HIDDEN_LAYER, stops with an error that names the file.
-    """
-    path = cfg.RESCORE.MODEL_FILE
-    if not cfg.RESCORE.USE or not path:
-        if cfg.RESCORE.USE:
-            logger.info("RESCORE.MODEL_FILE is empty: person scores are not rescored")
-        return None
-    if not os.path.isfile(path):
-        raise CheckpointError(f"RESCORE.MODEL_FILE not found: '{path}' (train a rescore net "
-                              f"with tools/rescore_data.py and tools/rescore_train.py, or set "
-                              f"RESCORE.USE False to test without rescoring)")
-    net = build_rescore_net(cfg, keypoint_info)
-    source = f"RESCORE.MODEL_FILE '{path}'"
-    try:
-        load_state_dict_strict(net, extract_state_dict(load_checkpoint_file(path), source),
-                               source=source)
-    except CheckpointError as error:
-        raise CheckpointError(f"{error}\n  expected a rescore net for dataset "
-                              f"'{keypoint_info.name}' ({net.l1.in_features} features) with "
-                              f"RESCORE.HIDDEN_LAYER {cfg.RESCORE.HIDDEN_LAYER} hidden "
-                              f"units") from None
-    logger.info("rescoring person scores with %s", path)
-    return Rescorer(net, keypoint_info)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,14 +13,12 @@ from torch import nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from ..codecs.dark import decode_dark
-from ..codecs.heatmap import decode_standard, flip_back, shift_flipped_heatmaps
 from ..evaluation.coco import evaluate_coco_keypoints
 from ..evaluation.crowdpose import evaluate_crowdpose_keypoints
 from ..evaluation.pckh import evaluate_mpii_pckh, save_mpii_predictions
 from ..evaluation.results import write_keypoint_results
-from ..postprocess.topdown import box_areas, coco_results, nms_per_image, rescore_poses
-from ..utils.transforms import transform_preds
+from ..postprocess.topdown import (coco_results, decode_poses, final_heatmaps, predict_heatmaps,
+                                   select_poses)
 from .debug import save_debug_images
 from .device import memory_format
 from .distributed import is_main_process
@@ -33,11 +31,6 @@ def _progress(iterable, description: str, total: int):
     # A bar in a terminal on rank 0; nothing on other ranks, in files or in CI.
     return tqdm(iterable, desc=description, total=total, leave=False, dynamic_ncols=True,
                 disable=not (sys.stderr.isatty() and is_main_process()))
-
-
-def _final_heatmaps(output) -> torch.Tensor:
-    """Models with intermediate supervision return a list; the last map is the prediction."""
-    return output[-1] if isinstance(output, (list, tuple)) else output
 
 
 def loss_terms(criterion: nn.Module, output, target, target_weight) -> dict[str, torch.Tensor]:
@@ -58,7 +51,7 @@ def training_step(criterion: nn.Module, debug: CfgNode | None = None):
         save_debug = None
         if debug is not None:
             def save_debug(prefix: str) -> None:
-                save_debug_images(debug, prefix, images, meta, target, _final_heatmaps(output))
+                save_debug_images(debug, prefix, images, meta, target, final_heatmaps(output))
         return StepOutput(torch.stack(list(terms.values())).sum(), terms, images.shape[0],
                           save_debug)
     return step
@@ -78,65 +71,6 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer, d
                      print_freq, writer, global_step,
                      lambda iteration: os.path.join(output_dir, f"train_{iteration}"),
                      learning_rate, options)
-
-
-def decode_heatmaps(heatmaps: torch.Tensor, test_cfg: CfgNode):
-    """Heatmap-pixel coords and confidences by the decoder TEST.DECODER names."""
-    if test_cfg.DECODER == "dark":
-        return decode_dark(heatmaps, test_cfg.BLUR_KERNEL, test_cfg.DARK_STEP)
-    return decode_standard(heatmaps, test_cfg.POST_PROCESS)
-
-
-def predict_heatmaps(model: nn.Module, images: torch.Tensor, flip_index: np.ndarray | None,
-                     shift_heatmap: bool) -> torch.Tensor:
-    """Heatmaps of a batch, averaged with those of the mirrored batch when flip_index is given."""
-    heatmaps = _final_heatmaps(model(images))
-    if flip_index is None:
-        return heatmaps
-    flipped = flip_back(_final_heatmaps(model(images.flip(3))), flip_index)
-    if shift_heatmap:
-        flipped = shift_flipped_heatmaps(flipped)
-    return (heatmaps + flipped) * 0.5
-
-
-def decode_poses(cfg: CfgNode, heatmaps: torch.Tensor, center: np.ndarray,
-                 scale: np.ndarray) -> np.ndarray:
-    """Poses (N, K, 3) float64 (x, y in image pixels, confidence) of a batch's heatmaps.
-
-    center, scale (N, 2): the crop boxes the batch was cut from. The decoder is TEST.DECODER's,
-    the coordinate convention DATASET.COORD_CONVENTION's. The validation loop and
-    apis.PosePredictor both decode through here.
-    """
-    coords, maxvals = _to_host(*decode_heatmaps(heatmaps, cfg.TEST))
-    image_coords = transform_preds(coords, np.asarray(center, dtype=np.float64),
-                                   np.asarray(scale, dtype=np.float64), cfg.MODEL.HEATMAP_SIZE,
-                                   cfg.DATASET.COORD_CONVENTION)
-    return np.concatenate([image_coords, maxvals], 2)
-
-
-def _to_host(coords: torch.Tensor, maxvals: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded coords (N, K, 2) and maxvals (N, K, 1) as float64 NumPy arrays, copied off an
-    accelerator in one transfer (one wait for the device)."""
-    dtype = torch.promote_types(coords.dtype, maxvals.dtype)  # NumPy has no bfloat16
-    coords, maxvals = coords.to(dtype), maxvals.to(dtype)
-    if coords.device.type != "cpu":
-        both = torch.cat([coords, maxvals], 2).cpu()
-        coords, maxvals = both[..., :2], both[..., 2:]
-    return coords.numpy().astype(np.float64), maxvals.numpy().astype(np.float64)
-
-
-def select_poses(cfg: CfgNode, poses: np.ndarray, box_scores: np.ndarray, scales: np.ndarray,
-                 image_ids: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Person scores and the poses that survive per-image OKS-NMS: (kept indices, scores (N,)).
-
-    Score = mean keypoint confidence above TEST.IN_VIS_THRE times the box score; NMS with
-    TEST.OKS_THRE (soft with TEST.SOFT_NMS) on the padded box areas. The validation loop and
-    apis.PosePredictor both select through here.
-    """
-    scores = rescore_poses(poses[:, :, 2], box_scores, cfg.TEST.IN_VIS_THRE)
-    keep = nms_per_image(poses, scores, box_areas(scales), image_ids, cfg.TEST.OKS_THRE, sigmas,
-                         soft=cfg.TEST.SOFT_NMS)
-    return keep, scores
 
 
 def _concatenate(parts: list[np.ndarray], empty_shape: tuple, dtype) -> np.ndarray:

@@ -20,12 +20,12 @@ from ..datasets.build import build_bottomup_dataset, build_topdown_dataset
 from ..datasets.regression import collate_regression_batch
 from ..errors import HrposeError
 from ..evaluation.table import log_name_value_table
-from ..losses.associative_embedding import build_bottomup_loss
+from ..losses.build import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
-from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
-                         load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
+from ..utils.checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
+                                load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
 from .device import (apply_sync_batchnorm, autocast_dtype, check_sync_batchnorm, memory_format,
                      select_device)
 from .distributed import (ShardSampler, TrainSampler, all_reduce_mean, broadcast_from_main,

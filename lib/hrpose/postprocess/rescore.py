@@ -10,6 +10,8 @@ person score. This module holds:
   dataset's metadata (``KeypointInfo.rescore_limbs``): 74 values for COCO, 59 for CrowdPose;
 * ``apply_rescore_net`` / ``Rescorer``: net output (NaN -> 0) times the scores, the net loaded
   once by the caller;
+* ``load_rescorer``: RESCORE.USE and RESCORE.MODEL_FILE -> a ``Rescorer`` (net of
+  RESCORE.HIDDEN_LAYER hidden units, loaded strictly, in eval mode) or None;
 * ``coco_oks`` and ``best_oks_per_detection``: the training targets, as the reference's COCOeval
   subclass records them (best OKS per detection, non-ignored ground truth first, no exclusivity),
   and ``rescore_samples`` for one image;
@@ -19,6 +21,7 @@ person score. This module holds:
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from collections.abc import Sequence
@@ -28,9 +31,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from yacs.config import CfgNode
 
 from ..errors import DataError, DataFileNotFoundError
+from ..models.rescore_net import RescoreNet
+from ..utils.checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
+                                load_state_dict_strict)
 from ..utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
 
 # A torso length below this (pixels) is replaced by it before normalising.
 MIN_TORSO_LENGTH = 1.0
@@ -314,3 +323,40 @@ def rescore_training_arrays(data: RescoreData,
     features = pose_rescore_features(data.poses, keypoint_info)
     targets = np.where(np.asarray(data.oks) == DEGENERATE_OKS, 0.0, data.oks)
     return features, targets.astype(np.float32).reshape(-1, 1)
+
+
+def build_rescore_net(cfg: CfgNode, keypoint_info) -> RescoreNet:
+    """A fresh rescore net for a dataset's feature (3 x its rescore limbs + its joints) with
+    RESCORE.HIDDEN_LAYER hidden units."""
+    limbs, _ = rescore_limbs_of(keypoint_info)
+    features = rescore_feature_size(keypoint_info.num_keypoints, len(limbs))
+    return RescoreNet(features, cfg.RESCORE.HIDDEN_LAYER)
+
+
+def load_rescorer(cfg: CfgNode, keypoint_info) -> Rescorer | None:
+    """The rescorer of a test run, or None when RESCORE.USE is off or RESCORE.MODEL_FILE empty.
+
+    The net is loaded once, strictly: a missing file, or one whose tensors do not fit the
+    dataset's feature or RESCORE.HIDDEN_LAYER, stops with an error that names the file.
+    """
+    path = cfg.RESCORE.MODEL_FILE
+    if not cfg.RESCORE.USE or not path:
+        if cfg.RESCORE.USE:
+            logger.info("RESCORE.MODEL_FILE is empty: person scores are not rescored")
+        return None
+    if not os.path.isfile(path):
+        raise CheckpointError(f"RESCORE.MODEL_FILE not found: '{path}' (train a rescore net "
+                              f"with tools/rescore_data.py and tools/rescore_train.py, or set "
+                              f"RESCORE.USE False to test without rescoring)")
+    net = build_rescore_net(cfg, keypoint_info)
+    source = f"RESCORE.MODEL_FILE '{path}'"
+    try:
+        load_state_dict_strict(net, extract_state_dict(load_checkpoint_file(path), source),
+                               source=source)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}\n  expected a rescore net for dataset "
+                              f"'{keypoint_info.name}' ({net.l1.in_features} features) with "
+                              f"RESCORE.HIDDEN_LAYER {cfg.RESCORE.HIDDEN_LAYER} hidden "
+                              f"units") from None
+    logger.info("rescoring person scores with %s", path)
+    return Rescorer(net, keypoint_info)

@@ -8,11 +8,10 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
-from ..datasets.metadata import KeypointInfo
-from .vis import draw_poses, save_image
+from .vis import PoseSkeleton, draw_poses, save_image
 
 
-def render_results(results: list[dict], image_paths: dict[int, str], keypoint_info: KeypointInfo,
+def render_results(results: list[dict], image_paths: dict[int, str], keypoint_info: PoseSkeleton,
                    output_dir: str, max_images: int = 8, person_threshold: float = 0.3,
                    keypoint_threshold: float = 0.2) -> list[str]:
     """Draw the poses of results (COCO keypoint entries) on their images; returns written paths.

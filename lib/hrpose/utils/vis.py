@@ -1,18 +1,27 @@
-"""Drawing poses and heatmaps: skeletons from dataset metadata, debug grids of batches."""
+"""Drawing poses and heatmaps: skeletons the caller passes, debug grids of batches."""
 
 from __future__ import annotations
 
 import math
 import os
+from typing import Protocol
 
 import cv2
 import numpy as np
 import torch
 
-from ..datasets.metadata import KeypointInfo
-
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class PoseSkeleton(Protocol):
+    """What drawing needs of a dataset's keypoints. Callers pass a datasets.metadata.KEYPOINT_INFO
+    value; utils sit below datasets, so the type is only described here."""
+
+    @property
+    def num_keypoints(self) -> int: ...
+
+    skeleton: tuple[tuple[int, int], ...]
 
 
 def limb_colors(num_limbs: int) -> list[tuple[int, int, int]]:
@@ -22,7 +31,7 @@ def limb_colors(num_limbs: int) -> list[tuple[int, int, int]]:
     return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
 
 
-def draw_poses(image: np.ndarray, poses: np.ndarray, keypoint_info: KeypointInfo,
+def draw_poses(image: np.ndarray, poses: np.ndarray, keypoint_info: PoseSkeleton,
                score_threshold: float = 0.2) -> np.ndarray:
     """A copy of a BGR image with each pose (K, 3: x, y, score) drawn as joints and limbs.
 

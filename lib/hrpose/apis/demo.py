@@ -12,10 +12,6 @@ import cv2
 import numpy as np
 from yacs.config import CfgNode
 
-from ..apis.boxes import DEFAULT_BOX_THRESHOLD, person_box_source
-from ..apis.predictor import PosePredictor
-from ..apis.video import (DEFAULT_VISUALIZATION_THRESHOLD, VIDEO_CODEC, DemoOutputs,
-                          open_frame_source, run_inference_demo)
 from ..config.model_extras import is_bottom_up
 from ..datasets.build import split_source
 from ..datasets.coco_format import annotation_file, image_folder, load_coco_file
@@ -23,15 +19,18 @@ from ..datasets.metadata import get_keypoint_info
 from ..datasets.synthetic import (DETECTION_FILE, generate_synthetic_dataset,
                                   synthetic_dataset_exists)
 from ..datasets.topdown import read_image
+from ..engine.device import select_device
+from ..engine.run_dir import RunPaths
+from ..engine.trainer import BEST_MODEL_NAME, FINAL_MODEL_NAME, train
 from ..errors import DataError
-from ..utils.io import atomic_path, atomic_write
 from ..evaluation.results import load_keypoint_results
-from ..utils.io import read_json
+from ..utils.checkpoint import CheckpointError
+from ..utils.io import atomic_path, atomic_write, read_json
 from ..utils.render import render_results
-from .checkpoint import CheckpointError
-from .device import select_device
-from .run_dir import RunPaths
-from .trainer import BEST_MODEL_NAME, FINAL_MODEL_NAME, train
+from .boxes import DEFAULT_BOX_THRESHOLD, person_box_source
+from .predictor import PosePredictor
+from .video import (DEFAULT_VISUALIZATION_THRESHOLD, VIDEO_CODEC, DemoOutputs,
+                    open_frame_source, run_inference_demo)
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Drawing a COCO keypoint results file over the images of a COCO-format dataset, optionally with
 the ground truth beside the predictions, one image per image id (tools/plot_coco.py).
 
-Predictions are drawn as vis.draw_poses draws them (one colour per limb, white joints); the
+Predictions are drawn as utils.vis.draw_poses draws them (one colour per limb, white joints); the
 ground truth, under them, in one colour (green) with hollow joints, so both can be told apart
 where they overlap.
 """
@@ -19,8 +19,8 @@ from tqdm import tqdm
 from ..datasets.coco_format import load_coco_file
 from ..datasets.metadata import KEYPOINT_INFO, KeypointInfo
 from ..errors import DataError, DataFileNotFoundError
-from .io import read_json
-from .vis import draw_poses, save_image
+from ..utils.io import read_json
+from ..utils.vis import draw_poses, save_image
 
 logger = logging.getLogger(__name__)
 
