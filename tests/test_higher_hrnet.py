@@ -72,7 +72,7 @@ def shapes(model):
 # --- parameters, GFLOPs, keys -------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg_path, exact, printed", [
-    # bottomup.md 11: 28.65M / 63.83M by a shape-only count, README 28.6M / 63.8M.
+    # HigherHRNet's model: 28.65M / 63.83M by a shape-only count, its README 28.6M / 63.8M.
     (HH_W32_512, 28_645_331, 28.6),
     (HH_W48_640, 63_827_139, 63.8),
     # The plain bottom-up HRNet: the top-down trunk (28,535,552) and the 1x1 conv to 2 x 17 maps.
@@ -85,7 +85,8 @@ def test_parameter_counts(cfg_path, exact, printed):
 
 
 @pytest.mark.parametrize("cfg_path, input_size, true_gmacs, printed", [
-    # DESIGN.md: W32 512 = 46.20e9 true MACs, 47.86 by HigherHRNet's convention (README 47.9).
+    # HigherHRNet's get_model_summary hooks: W32 512 = 46.20e9 true MACs, 47.86 by its convention
+    # (README 47.9).
     (HH_W32_512, 512, 46.20, 47.9),
     (HH_W32_640, 640, 72.19, 74.8),
     (HH_W48_640, 640, 149.47, 154.3),

@@ -37,13 +37,13 @@ SYNTHETIC_RESNET = str(EXPERIMENTS / "synthetic/resnet/res18_128x96_d64x3_adam_l
 HRNET_WHITELIST = ("['conv1','bn1','conv2','bn2','layer1','transition1','stage2','transition2',"
                    "'stage3','transition3','stage4']")
 
-# topdown.md 2.4: tensors per top-level prefix of pose_hrnet_w32 with 17 joints, in module order.
+# HRNet's lib/models/pose_hrnet.py (leoxiaobin/deep-high-resolution-net.pytorch): tensors per top-level prefix of pose_hrnet_w32 with 17 joints, in module order.
 W32_PREFIX_COUNTS = {
     "conv1": 1, "bn1": 5, "conv2": 1, "bn2": 5, "layer1": 78, "transition1": 12, "stage2": 108,
     "transition2": 6, "stage3": 744, "transition3": 6, "stage4": 786, "final_layer": 2,
 }
 
-# topdown.md 2.4 as regular expressions; every key of an HRNet pose checkpoint matches one.
+# The key names of HRNet's lib/models/pose_hrnet.py as regular expressions; every key of an HRNet pose checkpoint matches one.
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 HRNET_KEY_GRAMMAR = [re.compile(pattern + "$") for pattern in (
     r"conv[12]\.weight",
@@ -400,7 +400,7 @@ def test_eval_build_ignores_pretrained_and_unknown_name_is_named():
 # --- complexity ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg_path, params, true_gmacs, paper_gflops, tolerance", [
-    # DESIGN.md's table; HRNet within 1 %, SimpleBaseline within 2 %.
+    # The papers' tables (HRNet README "Main Results"); HRNet within 1 %, SimpleBaseline within 2 %.
     (W32_256, 28.5e6, 7.65, 7.1, 0.01),
     (W32_384, 28.5e6, None, 16.0, 0.01),
     (W48_256, 63.6e6, None, 14.6, 0.01),
@@ -408,7 +408,7 @@ def test_eval_build_ignores_pretrained_and_unknown_name_is_named():
     (R50_256, 34.0e6, 5.43, 8.9, 0.02),
     (R101_256, 53.0e6, None, 12.4, 0.02),
     (R152_256, 68.6e6, None, 15.7, 0.02),
-    # DARK's 128x96 rows (HRNet: the exact hook count of topdown.md 2.6; its README rounds).
+    # DARK's 128x96 rows (HRNet: the exact count of HRNet's lib/utils/utils.py get_model_summary hooks; its README rounds).
     (str(EXPERIMENTS / "coco/hrnet/w32_128x96_adam_lr1e-3.yaml"), 28.5e6, None, 1.78, 0.01),
     (str(EXPERIMENTS / "coco/hrnet/w48_128x96_adam_lr1e-3.yaml"), 63.6e6, None, 3.65, 0.01),
     (str(EXPERIMENTS / "coco/resnet/res50_128x96_d256x3_adam_lr1e-3.yaml"), 34.0e6, None, 2.3,

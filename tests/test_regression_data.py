@@ -3,7 +3,7 @@
 Every image is 200 x 200 and augmentation is off (scale 1, no rotation or shift), so the affine
 is known: a crop of side 200 around (100, 100), hence output pixel u = 0.16 x at output size 32
 and input pixel 0.64 x at input size 128. Expected maps are computed here from the reference's
-formulas (reference/bottomup.md 3.2-3.5), not by the codec.
+formulas (the regression repository's lib/dataset/target_generators/), not by the codec.
 """
 
 import json

@@ -1,8 +1,8 @@
 """The 2020 heatmap-guided regression networks (pose_hrnet_regression, pose_higher_hrnet_regression),
 their adaptive (STN) convolution, the P20 complexity convention, and the rescore network.
 
-Expected key names, shapes and counts are written from reference/bottomup.md (2.1, 2.3, 2.5, 11)
-and DESIGN.md's table, not read back from the models.
+Expected key names, shapes and counts are written from the regression repository's lib/models/pose_hrnet.py, pose_higher_hrnet.py,
+conv_module.py, predictOKS.py and its README table, not read back from the models.
 """
 
 import math
@@ -307,7 +307,8 @@ def test_training_build_zeroes_the_transforms_and_a_step_gives_them_gradients(me
 # --- checkpoint layout ----------------------------------------------------------------------------
 
 def head_keys(higher):
-    """Every key outside the HRNet trunk, from reference/bottomup.md 2.3."""
+    """Every key outside the HRNet trunk, from the regression repository's lib/models/pose_hrnet.py
+    and conv_module.py."""
     keys = [f"transition_{kind}.0.weight" for kind in ("cls", "reg")]
     keys += [f"transition_{kind}.1.{key}" for kind in ("cls", "reg") for key in BN_KEYS]
     keys += [f"multi_level_layers_4x_heatmap.{i}.0.{key}" for i in range(3) for key in STN_KEYS]
@@ -324,7 +325,7 @@ def head_keys(higher):
 
 TRUNK_PREFIXES = ("conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2",
                   "transition2", "stage3", "transition3", "stage4")
-# Tensors per trunk prefix of HRNet-W32 (topdown.md 2.4), with stage 4's last module fusing into
+# Tensors per trunk prefix of HRNet-W32 (HRNet's lib/models/pose_hrnet.py), with stage 4's last module fusing into
 # all four outputs: 786 + (3 + 4 + 6 conv/BN pairs of six tensors) = 864.
 TRUNK_COUNTS = {"conv1": 1, "bn1": 5, "conv2": 1, "bn2": 5, "layer1": 78, "transition1": 12,
                 "stage2": 108, "transition2": 6, "stage3": 744, "transition3": 6, "stage4": 864}
@@ -398,7 +399,7 @@ def test_a_missing_branch_key_is_reported_by_name(tmp_path):
 # --- parameters and GFLOPs ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, width, input_size, unique, per_call, gflops", [
-    # reference/bottomup.md 11 (unique; with repeats) and DESIGN.md's table (GFLOPs).
+    # The regression repository's README table and its get_model_summary count (unique; with repeats).
     (HRNET_REG, 32, 512, 30.68e6, 30.75e6, 64.9),
     (HRNET_REG, 48, 640, 66.80e6, 66.96e6, 174.3),
     (HIGHER_REG, 48, 640, 66.90e6, 66.99e6, 181.9),

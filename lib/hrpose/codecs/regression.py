@@ -1,7 +1,7 @@
 """Heatmap-guided keypoint regression targets (2020 paper): centre, tradeoff heatmaps, offsets.
 
 The codec of "Bottom-Up Human Pose Estimation by Ranking Heatmap-Guided Adaptive Keypoint
-Estimates" (reference/bottomup.md sections 3.2-3.6). Layout shared with the regression loss and
+Estimates" (docs/regression.md, targets). Layout shared with the regression loss and
 the regression decoder:
 
 * joints of one image at one output resolution: (P, J + 1, 3) float as (x, y, v) in output pixels

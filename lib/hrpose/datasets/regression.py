@@ -1,6 +1,6 @@
 """Whole-image samples for the keypoint-regression models: centre joint, tradeoff heatmaps, offsets.
 
-The 2020 heatmap-guided regression paper's COCOKeypoints (reference/bottomup.md 3.1-3.6), on top
+The 2020 heatmap-guided regression paper's COCOKeypoints (docs/regression.md, training data), on top
 of the bottom-up dataset's reading, ignore masks and random affine + flip
 (``datasets.bottomup.BottomUpDataset``). Per training image:
 

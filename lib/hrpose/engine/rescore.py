@@ -1,6 +1,6 @@
 """The rescore net's training: making its training data, training it.
 
-reference/bottomup.md section 5.5. The pieces (feature, OKS targets, data file, and loading the
+docs/regression.md (rescore). The pieces (feature, OKS targets, data file, and loading the
 net for testing: ``load_rescorer``) live in ``postprocess.rescore``; this module drives them with
 a config:
 

@@ -1,6 +1,6 @@
 """Heatmap-guided keypoint regression losses: tradeoff heatmap loss, smooth-L1 offset loss.
 
-reference/bottomup.md section 4 (2020 paper). Per stage (output resolution) the model gives a
+docs/regression.md (losses; 2020 paper). Per stage (output resolution) the model gives a
 list of heatmap branches (N, C, S, S) and, where the stage has offsets, a list of offset branches
 (N, 2J, S, S); the targets come from ``codecs.regression.encode_regression_targets``.
 

@@ -234,7 +234,7 @@ def per_call_params(complexity: Complexity) -> int:
     """Parameters as the 2020 regression repo's get_model_summary adds them up: those of every
     convolution (also deformable and transposed), BatchNorm and linear layer, once per call. So
     the heatmap branches' shared weights count once per branch, and a layer run three times
-    (pose_hrnet's transition_cls, final_layers[0]) three times (reference/bottomup.md 11)."""
+    (pose_hrnet's transition_cls, final_layers[0]) three times (docs/regression.md, GFLOPs)."""
     return sum(call.num_params for call in complexity.layer_calls + complexity.norm_calls)
 
 

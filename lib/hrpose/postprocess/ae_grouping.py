@@ -1,6 +1,6 @@
 """Associative-embedding grouping (HigherHRNet): heatmap NMS, top-k, tag matching, adjust, refine.
 
-The bottom-up decoder of HigherHRNet (reference/bottomup.md section 5.2, steps 4-8). The model
+The bottom-up decoder of HigherHRNet (docs/higherhrnet.md, grouping step by step). The model
 gives per joint type j a heatmap (J, H, W) and a tag map (J, H, W, D) (D = 1, or 2 with flip
 test, one column per tag source); the tag maps may also come as a sequence of D maps (J, H, W),
 which is how the test-time pipeline keeps them (see ``tag_components``). Decoding:

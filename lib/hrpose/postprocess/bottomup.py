@@ -1,4 +1,4 @@
-"""HigherHRNet's test-time pipeline for one image (reference/bottomup.md sections 5.1, 5.2, 6).
+"""HigherHRNet's test-time pipeline for one image (docs/higherhrnet.md).
 
 resize (multiples of 64, per scale) -> forward, optionally with a flipped pass -> heatmaps of all
 resolutions averaged at the last (largest) output's size -> optional projection to the input

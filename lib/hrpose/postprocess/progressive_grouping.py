@@ -1,6 +1,6 @@
 """HAE's progressive associative decoding: group joint types in the order of tag agreement.
 
-reference/hae_hrnext_mmpose.md section 1.5. HigherHRNet's grouping (ae_grouping.match_by_tag)
+docs/hae.md (progressive decoding). HigherHRNet's grouping (ae_grouping.match_by_tag)
 visits the joint types in a fixed order, so a joint type whose tags sit far from the partial
 persons built so far is matched early, fails the tag threshold and leaves one-joint persons
 ("isolated keypoints"). The progressive decoder instead picks, after every step, the joint type

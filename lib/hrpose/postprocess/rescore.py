@@ -1,6 +1,6 @@
 """Pose rescoring (2020 paper's "joint shape and heat-value scoring"): feature, net, OKS targets.
 
-reference/bottomup.md section 5.5. A small network predicts, from a pose's shape and joint scores,
+docs/regression.md (rescore). A small network predicts, from a pose's shape and joint scores,
 how good the pose is (its OKS with the ground truth); at test time its output multiplies the
 person score. This module holds:
 

@@ -1,7 +1,7 @@
 """Bottom-up inference that keeps its maps, and colour images of heatmaps and tag maps.
 
 HAE's demo writes three images per input: the poses, a heatmap image and a tag-map image
-(reference/hae_hrnext_mmpose.md section 1.1). ``infer_bottom_up_with_maps`` runs the test-time
+(docs/hae.md). ``infer_bottom_up_with_maps`` runs the test-time
 pipeline of postprocess.bottomup (multi_scale_maps -> grouping -> get_final_preds) with either
 grouping and returns the aggregated maps beside the persons; ``render_heatmap`` and
 ``render_tag_map`` turn those maps into uint8 BGR images (OpenCV's order, ready for cv2.imwrite

@@ -28,7 +28,7 @@ branch tensors. J = MODEL.NUM_JOINTS (the dataset's keypoints, without the centr
   B = 3 in the reference; offsets = [[(N, 2J, H/4, W/4)]].
 
 Offset channels are (x0, y0, x1, y1, ...) in output pixels, and keypoint j seen from output pixel
-(px, py) is at (px - offset[2j], py - offset[2j + 1]) (reference/bottomup.md 3.5).
+(px, py) is at (px - offset[2j], py - offset[2j + 1]) (docs/regression.md, output layout).
 
 Module names are those of the official checkpoints; the tied heatmap-branch weights appear under
 every branch's name in a state dict, as in those files.

@@ -1,7 +1,7 @@
 """Decoding of heatmap-guided keypoint regression (2020 paper): offsets to poses, pose NMS, scores.
 
 The test-time pipeline of "Bottom-Up Human Pose Estimation by Ranking Heatmap-Guided Adaptive
-Keypoint Estimates" (reference/bottomup.md sections 5.1, 5.3, 5.5) for one image:
+Keypoint Estimates" (docs/regression.md, decoding) for one image:
 
 1. per test scale (largest first; sizes as ``bottomup.get_multi_scale_size`` with min scale 1):
    forward; each stage's heatmap branches merged by an element-wise maximum; stages brought to
