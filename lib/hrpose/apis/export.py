@@ -33,6 +33,9 @@ fast, no extra dependency, and it handles every model here; the torch.export-bas
 recent PyTorch needs onnxscript and writes opset 18 and then converts it down. The file gets
 metadata (model name, weights, input convention, outputs, keypoint names, the config) under
 ``hrpose.*`` keys.
+
+One file over 500 lines on purpose: export, the exporter's workarounds (the batch-independent
+dynamic convolution, the quiet graph dump) and the parity check change together.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Merging a YAML file and command-line overrides into the config, with checks that name the key."""
+"""Merging a YAML file and command-line overrides into the config, with checks that name the key.
+
+One file over 500 lines on purpose: the value rules, the merge and the messages that name a key
+and its source are one piece a reader checks together; the originals' keys are in originals.py.
+"""
 
 from __future__ import annotations
 

@@ -24,6 +24,9 @@ among equal-cost assignments too (``GroupingParams.assignment_solver`` 'munkres'
 except that among equal heatmap values torch.topk's order may differ between devices and
 versions. The reference's float person keys are kept by default;
 ``GroupingParams.unique_person_ids`` fixes them.
+
+One file over 500 lines on purpose: the decoding steps above share the person table and the
+reference's float32 arithmetic, and read in the order they run.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""HRNeXt: the high-resolution context backbone (S and B) and the top-down pose network PoseHRNeXt."""
+"""HRNeXt: the high-resolution context backbone (S and B) and the top-down pose network PoseHRNeXt.
+
+One file over 500 lines on purpose, as timm's model files: the blocks, the branches, the fusion
+and the builders read top to bottom, and the checkpoint key names follow from this one layout.
+"""
 
 from __future__ import annotations
 
