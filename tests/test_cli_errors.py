@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hrpose.apis.video import CameraSource
+from hrpose.apis.frames import CameraSource
 from hrpose.engine.cli import describe_os_error
 from hrpose.errors import DataError
 from hrpose.utils.paths import OutputPathError, check_output_file, check_output_folder

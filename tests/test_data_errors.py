@@ -17,7 +17,8 @@ from torch.utils.data._utils import ExceptionWrapper
 
 from hrpose.apis import PosePredictor
 from hrpose.apis.boxes import DetectionFile
-from hrpose.apis.video import ImageSource, SkippedImagesError, run_inference_demo
+from hrpose.apis.frames import ImageSource
+from hrpose.apis.video import SkippedImagesError, run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.bottomup import BottomUpDataset
 from hrpose.datasets.build import build_topdown_dataset

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from hrpose.apis import DetectionFile, PosePredictor, TorchvisionPersonDetector, person_box_source
-from hrpose.apis.video import ImageSource, frame_step, run_inference_demo
+from hrpose.apis.frames import ImageSource, frame_step
+from hrpose.apis.video import run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.coco_format import clean_box, load_coco_file
 from hrpose.datasets.synthetic import generate_synthetic_dataset
@@ -325,7 +326,7 @@ def test_video_demo_errors_are_one_clear_line(repo_root, models, video, tmp_path
 
 def test_pose_file_writes_non_finite_values_as_null(tmp_path):
     """A diverged model's NaN keypoints must not put the non-standard NaN token in the file."""
-    from hrpose.apis.video import write_pose_file
+    from hrpose.apis.pose_file import write_pose_file
 
     records = [{"frame": 0, "persons": [{"keypoints": np.array([[1.0, np.nan, np.inf]]),
                                          "score": np.float32(0.5)}]}]
