@@ -93,8 +93,8 @@ def _blocked_output_cases():
                              ["--output 'blocker/net.pth'", "'blocker' is a file"]),
         "export_onnx.py": ([*cfg, "--output", "blocker/model.onnx", "--random-weights"],
                            ["--output 'blocker/model.onnx'", "'blocker' is a file"]),
-        "inference_demo.py": ([*cfg, "--image", "picture.jpg", "--outputDir", "blocker",
-                               *TINY_MODEL], ["--outputDir 'blocker' is a file, expected a folder"]),
+        "inference_demo.py": ([*cfg, "--image", "picture.jpg", "--output-dir", "blocker",
+                               *TINY_MODEL], ["--output-dir 'blocker' is a file, expected a folder"]),
         "plot_coco.py": (["--results", "results.json", "--annotations", "annotations.json",
                           "--images", ".", "--output", "blocker/plots"],
                          ["--output 'blocker/plots'", "'blocker' is a file"]),
@@ -293,14 +293,14 @@ def test_bad_inference_demo_inputs_are_one_line(arguments, expected, tmp_path):
     (tmp_path / "detections").mkdir()
     before = snapshot(tmp_path)
     result = run_tool("inference_demo.py", "--cfg", REPO_ROOT / HRNET_CFG, *arguments,
-                      "--outputDir", "out", *TINY_MODEL, cwd=tmp_path)
+                      "--output-dir", "out", *TINY_MODEL, cwd=tmp_path)
     error_line(result, expected)
     assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.parametrize("arguments, expected", [
     (["--max-frames", "0"], "--max-frames must be a positive number of frames, got 0"),
-    (["--inferenceFps", "-5"], "--inferenceFps must be zero (every frame) or a positive rate"),
+    (["--inference-fps", "-5"], "--inference-fps must be zero (every frame) or a positive rate"),
     (["--smooth", "--smooth-min-cutoff", "0"],
      "--smooth-min-cutoff must be a positive number of Hz, got 0.0"),
     (["--smooth", "--smooth-beta", "-1"], "--smooth-beta must be zero or positive, got -1.0"),
@@ -308,7 +308,7 @@ def test_bad_inference_demo_inputs_are_one_line(arguments, expected, tmp_path):
 def test_bad_inference_demo_option_values_are_one_line(arguments, expected, tmp_path,
                                                        monkeypatch, capsys):
     result = run_tool_in_process("inference_demo.py", "--cfg", REPO_ROOT / HRNET_CFG,
-                                 "--image", "picture.jpg", *arguments, "--outputDir", "out",
+                                 "--image", "picture.jpg", *arguments, "--output-dir", "out",
                                  cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     error_line(result, expected)
     assert os.listdir(tmp_path) == []

@@ -380,7 +380,7 @@ def test_image_folder_demo_tool_exits_2_after_writing(data, tmp_path, topdown_ch
     out = tmp_path / "demo"
     result = run_tool("tools/inference_demo.py", TOPDOWN_CFG, data, tmp_path, *TOPDOWN_OPTS,
                       "TEST.MODEL_FILE", topdown_checkpoint, "WORKERS", 0,
-                      flags=["--image", folder, "--outputDir", out, "--box-thre", 0,
+                      flags=["--image", folder, "--output-dir", out, "--box-threshold", 0,
                              "--boxes", data / DETECTION_FILE])
     assert_one_error_line(result, "1 of 3 images could not be read",
                           str(folder / "000001000000.jpg"), str(out / "frames_poses.json"))

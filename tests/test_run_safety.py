@@ -111,7 +111,7 @@ def test_rerun_without_auto_resume_is_refused_and_leaves_every_file(repo_root, t
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert str(out) in lines[0] and "checkpoint.pth, model_best.pth, final_state.pth" in lines[0]
-    assert "AUTO_RESUME True" in lines[0] and "--modelDir" in lines[0]
+    assert "AUTO_RESUME True" in lines[0] and "--model-dir" in lines[0]
     assert "--overwrite" in lines[0]
     # Nothing written: no new log, no config copy, every byte of the earlier run unchanged.
     assert folder_bytes(out) == before

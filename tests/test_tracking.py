@@ -305,8 +305,8 @@ def test_demo_command_line_tracks_and_smooths(repo_root, small_video, tmp_path):
                                   "bbox": [10.0 + 5 * i, 10.0, 40.0, 70.0]} for i in range(3)]))
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "tools/inference_demo.py", "--cfg", TOPDOWN_CFG, "--videoFile",
-         str(small_video), "--outputDir", str(out), "--inferenceFps", "0", "--visthre", "0",
+        [sys.executable, "tools/inference_demo.py", "--cfg", TOPDOWN_CFG, "--video-file",
+         str(small_video), "--output-dir", str(out), "--inference-fps", "0", "--vis-threshold", "0",
          "--boxes", str(boxes), "--max-frames", "3", "--smooth", "--smooth-beta", "0.05",
          *opts, "TEST.MODEL_FILE", str(checkpoint)],
         capture_output=True, text=True, cwd=repo_root, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -185,7 +185,7 @@ def annotate_video(cfg: CfgNode, checkpoint_path: str, video_file: str, output_d
                    visualization_threshold: float = DEFAULT_VISUALIZATION_THRESHOLD,
                    config_file: str = "") -> DemoOutputs:
     """Run the model of cfg with checkpoint_path on every frame of video_file, as
-    tools/inference_demo.py does with --inferenceFps 0: <output_dir>/<video name>_pose.mp4 and
+    tools/inference_demo.py does with --inference-fps 0: <output_dir>/<video name>_pose.mp4 and
     <video name>_poses.json. Top-down models take their boxes from detection_file (image_id =
     frame index); bottom-up models need none."""
     device = select_device(cfg)
