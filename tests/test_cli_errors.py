@@ -18,6 +18,7 @@ from hrpose.apis.frames import CameraSource
 from hrpose.engine.cli import describe_os_error
 from hrpose.errors import DataError
 from hrpose.utils.paths import OutputPathError, check_output_file, check_output_folder
+from tiny_runs import make_tiny_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HRNET_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
@@ -169,11 +170,7 @@ torch.save = save
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from hrpose.datasets.synthetic import generate_synthetic_dataset
-    root = tmp_path_factory.mktemp("synthetic_cli")
-    generate_synthetic_dataset(str(root), num_train=6, num_val=3, seed=3, min_size=160,
-                               max_size=192)
-    return root
+    return make_tiny_dataset(tmp_path_factory, "synthetic_cli", seed=3, num_val=3)
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_earlier_checkpoints(tiny_data, tmp_path):

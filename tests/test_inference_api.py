@@ -277,7 +277,8 @@ def test_video_demo_bottom_up_writes_maps(repo_root, models, video, tmp_path):
     cfg_file, cfg, checkpoint, opts, _ = models["bottomup"]
     out = tmp_path / "demo"
     result = run_demo(repo_root, "--cfg", cfg_file, "--video-file", video[0], "--output-dir", out,
-                      "--inference-fps", "0", "--vis-threshold", "0", "--write-frames", "--write-maps",
+                      "--inference-fps", "0", "--vis-threshold", "0", "--write-frames",
+                      "--write-maps",
                       *common_opts(cfg.DATASET.ROOT, tmp_path, checkpoint), *opts)
     assert result.returncode == 0, result.stderr
     frames = list(range(NUM_VIDEO_FRAMES))
