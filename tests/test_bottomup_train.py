@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from tiny_runs import make_tiny_dataset, run_opts
 
 from hrpose.config import load_config
 from hrpose.datasets.build import build_bottomup_dataset
-from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import make_loader, train, validate_model
 from hrpose.losses.associative_embedding import total_bottomup_loss
@@ -26,19 +26,16 @@ HAE_EXPERIMENTS = ["experiments/coco/higher_hrnet/w32_512_adam_lr1.5e-3_hae.yaml
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_bottomup")
-    generate_synthetic_dataset(str(root), num_train=6, num_val=3, seed=5, min_size=140,
-                               max_size=176)
-    return root
+    return make_tiny_dataset(tmp_path_factory, "synthetic_bottomup", seed=5, num_val=3,
+                             min_size=140, max_size=176)
 
 
 def tiny_config(repo_root, data_root, output_root, *extra, cfg_file=BOTTOMUP_CFG):
     return load_config(str(repo_root / cfg_file), [
-        "DATASET.ROOT", str(data_root),
-        "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
+        "DATASET.ROOT", str(data_root), *run_opts(output_root),
         "DATASET.INPUT_SIZE", "128", "DATASET.OUTPUT_SIZE", "[32, 64]",
-        "WORKERS", "0", "TRAIN.BATCH_SIZE_PER_GPU", "3", "TRAIN.END_EPOCH", "2",
-        "TRAIN.LR_STEP", "[1]", "TRAIN.VAL_INTERVAL", "1", "DEVICE", "cpu",
+        "TRAIN.BATCH_SIZE_PER_GPU", "3", "TRAIN.END_EPOCH", "2",
+        "TRAIN.LR_STEP", "[1]", "TRAIN.VAL_INTERVAL", "1",
         # The experiment starts its trunk from the top-down demo model; tests start from scratch.
         "MODEL.PRETRAINED", "", *extra])
 

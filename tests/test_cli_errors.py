@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hrpose.apis.video import CameraSource
+from hrpose.apis.frames import CameraSource
 from hrpose.engine.cli import describe_os_error
 from hrpose.errors import DataError
 from hrpose.utils.paths import OutputPathError, check_output_file, check_output_folder
+from tiny_runs import make_tiny_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HRNET_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
@@ -93,8 +94,8 @@ def _blocked_output_cases():
                              ["--output 'blocker/net.pth'", "'blocker' is a file"]),
         "export_onnx.py": ([*cfg, "--output", "blocker/model.onnx", "--random-weights"],
                            ["--output 'blocker/model.onnx'", "'blocker' is a file"]),
-        "inference_demo.py": ([*cfg, "--image", "picture.jpg", "--outputDir", "blocker",
-                               *TINY_MODEL], ["--outputDir 'blocker' is a file, expected a folder"]),
+        "inference_demo.py": ([*cfg, "--image", "picture.jpg", "--output-dir", "blocker",
+                               *TINY_MODEL], ["--output-dir 'blocker' is a file, expected a folder"]),
         "plot_coco.py": (["--results", "results.json", "--annotations", "annotations.json",
                           "--images", ".", "--output", "blocker/plots"],
                          ["--output 'blocker/plots'", "'blocker' is a file"]),
@@ -169,11 +170,7 @@ torch.save = save
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from hrpose.datasets.synthetic import generate_synthetic_dataset
-    root = tmp_path_factory.mktemp("synthetic_cli")
-    generate_synthetic_dataset(str(root), num_train=6, num_val=3, seed=3, min_size=160,
-                               max_size=192)
-    return root
+    return make_tiny_dataset(tmp_path_factory, "synthetic_cli", seed=3, num_val=3)
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_earlier_checkpoints(tiny_data, tmp_path):
@@ -293,14 +290,14 @@ def test_bad_inference_demo_inputs_are_one_line(arguments, expected, tmp_path):
     (tmp_path / "detections").mkdir()
     before = snapshot(tmp_path)
     result = run_tool("inference_demo.py", "--cfg", REPO_ROOT / HRNET_CFG, *arguments,
-                      "--outputDir", "out", *TINY_MODEL, cwd=tmp_path)
+                      "--output-dir", "out", *TINY_MODEL, cwd=tmp_path)
     error_line(result, expected)
     assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.parametrize("arguments, expected", [
     (["--max-frames", "0"], "--max-frames must be a positive number of frames, got 0"),
-    (["--inferenceFps", "-5"], "--inferenceFps must be zero (every frame) or a positive rate"),
+    (["--inference-fps", "-5"], "--inference-fps must be zero (every frame) or a positive rate"),
     (["--smooth", "--smooth-min-cutoff", "0"],
      "--smooth-min-cutoff must be a positive number of Hz, got 0.0"),
     (["--smooth", "--smooth-beta", "-1"], "--smooth-beta must be zero or positive, got -1.0"),
@@ -308,7 +305,7 @@ def test_bad_inference_demo_inputs_are_one_line(arguments, expected, tmp_path):
 def test_bad_inference_demo_option_values_are_one_line(arguments, expected, tmp_path,
                                                        monkeypatch, capsys):
     result = run_tool_in_process("inference_demo.py", "--cfg", REPO_ROOT / HRNET_CFG,
-                                 "--image", "picture.jpg", *arguments, "--outputDir", "out",
+                                 "--image", "picture.jpg", *arguments, "--output-dir", "out",
                                  cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     error_line(result, expected)
     assert os.listdir(tmp_path) == []

@@ -170,10 +170,14 @@ def parse_tool_arguments(argv):
     return config_from_args(parser.parse_args(argv))
 
 
-def test_folder_options_after_the_overrides_are_options(tmp_path):
+@pytest.mark.parametrize("model_dir, log_dir, data_dir", [
+    ("--model-dir", "--log-dir", "--data-dir"),
+    ("--modelDir", "--logDir", "--dataDir"),   # the originals' spellings
+])
+def test_folder_options_after_the_overrides_are_options(tmp_path, model_dir, log_dir, data_dir):
     cfg = parse_tool_arguments(["--cfg", write_yaml(tmp_path, ""), "TRAIN.LR", "0.01",
-                                "--modelDir", "/runs/out", "--logDir=/runs/log", "WORKERS", "0",
-                                "--dataDir", "/mnt/data"])
+                                model_dir, "/runs/out", f"{log_dir}=/runs/log", "WORKERS", "0",
+                                data_dir, "/mnt/data"])
     assert (cfg.OUTPUT_DIR, cfg.LOG_DIR, cfg.DATA_DIR) == ("/runs/out", "/runs/log", "/mnt/data")
     assert cfg.TRAIN.LR == pytest.approx(0.01) and cfg.WORKERS == 0
 
@@ -190,9 +194,19 @@ def test_odd_override_count_names_the_dangling_key(tmp_path, tokens, dangling):
     assert f"'{dangling}' has no value" in str(error.value)
 
 
-def test_folder_option_without_a_folder(tmp_path):
-    with pytest.raises(ConfigError, match="--dataDir"):
-        parse_tool_arguments(["--cfg", write_yaml(tmp_path, ""), "WORKERS", "0", "--dataDir"])
+@pytest.mark.parametrize("option", ["--data-dir", "--dataDir"])
+def test_folder_option_without_a_folder(tmp_path, option):
+    with pytest.raises(ConfigError, match=option):
+        parse_tool_arguments(["--cfg", write_yaml(tmp_path, ""), "WORKERS", "0", option])
+
+
+@pytest.mark.parametrize("options", [
+    ["--model-dir", "/runs/out", "--logDir", "/runs/log"],
+    ["--modelDir=/runs/out", "--log-dir=/runs/log"],
+])
+def test_folder_options_before_the_overrides_in_either_spelling(tmp_path, options):
+    cfg = parse_tool_arguments(["--cfg", write_yaml(tmp_path, ""), *options, "WORKERS", "0"])
+    assert (cfg.OUTPUT_DIR, cfg.LOG_DIR, cfg.WORKERS) == ("/runs/out", "/runs/log", 0)
 
 
 def test_extra_of_the_files_model_is_explained_when_the_name_changes(tmp_path):

@@ -17,7 +17,8 @@ from torch.utils.data._utils import ExceptionWrapper
 
 from hrpose.apis import PosePredictor
 from hrpose.apis.boxes import DetectionFile
-from hrpose.apis.video import ImageSource, SkippedImagesError, run_inference_demo
+from hrpose.apis.frames import ImageSource
+from hrpose.apis.video import SkippedImagesError, run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.bottomup import BottomUpDataset
 from hrpose.datasets.build import build_topdown_dataset
@@ -379,7 +380,7 @@ def test_image_folder_demo_tool_exits_2_after_writing(data, tmp_path, topdown_ch
     out = tmp_path / "demo"
     result = run_tool("tools/inference_demo.py", TOPDOWN_CFG, data, tmp_path, *TOPDOWN_OPTS,
                       "TEST.MODEL_FILE", topdown_checkpoint, "WORKERS", 0,
-                      flags=["--image", folder, "--outputDir", out, "--box-thre", 0,
+                      flags=["--image", folder, "--output-dir", out, "--box-threshold", 0,
                              "--boxes", data / DETECTION_FILE])
     assert_one_error_line(result, "1 of 3 images could not be read",
                           str(folder / "000001000000.jpg"), str(out / "frames_poses.json"))

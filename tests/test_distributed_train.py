@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
+from tiny_runs import make_tiny_dataset, tiny_topdown_opts
 
 from hrpose.config import load_config
-from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import validate_model
 from hrpose.models import registry
@@ -26,26 +26,17 @@ RUN = os.path.join("synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3")
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_dist")
     # Seed 3 gives 6 training persons (3 per process, no DistributedSampler padding) and 5 test
     # persons (shards of 3 and 2).
-    generate_synthetic_dataset(str(root), num_train=6, num_val=2, seed=3, min_size=160,
-                               max_size=192)
-    return root
+    return make_tiny_dataset(tmp_path_factory, "synthetic_dist", seed=3, num_val=2)
 
 
 def run_opts(data_root, output_root, batch_per_process, *extra):
     # SGD: its update is linear in the gradient, so float noise between the two gradient sums
     # stays noise (Adam's first step is lr x sign(g) and would amplify it on tiny gradients).
-    return ["DATASET.ROOT", str(data_root),
-            "TEST.COCO_BBOX_FILE",
-            str(data_root / "person_detection_results" / "synthetic_val_detections.json"),
-            "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
-            "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]", "MODEL.SIGMA", "1.0",
-            "WORKERS", "0", "DEVICE", "cpu", "TRAIN.OPTIMIZER", "sgd", "TRAIN.LR", "0.5",
-            "TRAIN.END_EPOCH", "2", "TRAIN.LR_STEP", "[1]", "TRAIN.VAL_INTERVAL", "5",
-            "TRAIN.BATCH_SIZE_PER_GPU", str(batch_per_process), "TEST.BATCH_SIZE_PER_GPU", "1",
-            *extra]
+    return tiny_topdown_opts(data_root, output_root, "TRAIN.OPTIMIZER", "sgd", "TRAIN.LR", "0.5",
+                             "TRAIN.VAL_INTERVAL", "5", "TEST.BATCH_SIZE_PER_GPU", "1", *extra,
+                             train_batch=batch_per_process)
 
 
 @pytest.fixture

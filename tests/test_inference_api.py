@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from hrpose.apis import DetectionFile, PosePredictor, TorchvisionPersonDetector, person_box_source
-from hrpose.apis.video import ImageSource, frame_step, run_inference_demo
+from hrpose.apis.frames import ImageSource, frame_step
+from hrpose.apis.video import run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.coco_format import clean_box, load_coco_file
 from hrpose.datasets.synthetic import generate_synthetic_dataset
@@ -37,7 +38,7 @@ BOTTOMUP_OPTS = ["DATASET.INPUT_SIZE", "128", "DATASET.OUTPUT_SIZE", "[32, 64]",
 VIDEO_SIZE = (128, 96)  # width, height of the synthetic test video
 VIDEO_FPS = 10.0
 NUM_VIDEO_FRAMES = 6
-LOW_BOX = [1.0, 1.0, 20.0, 30.0, 0.2]  # a detection below --box-thre 0.5 in every frame
+LOW_BOX = [1.0, 1.0, 20.0, 30.0, 0.2]  # a detection below --box-threshold 0.5 in every frame
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +204,7 @@ def test_frame_step_follows_the_original_demo():
     assert frame_step(10.0, 5.0) == 2
     assert frame_step(5.0, 10.0) == 1       # slower than asked: every frame
     assert frame_step(0.0, 10.0) == 1       # unknown rate
-    assert frame_step(30.0, 0.0) == 1       # --inferenceFps 0: every frame
+    assert frame_step(30.0, 0.0) == 1       # --inference-fps 0: every frame
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +256,8 @@ def test_video_demo_top_down_with_detections(repo_root, models, video, tmp_path)
     cfg_file, cfg, checkpoint, opts, _ = models["topdown"]
     video_path, detection_file = video
     out = tmp_path / "demo"
-    result = run_demo(repo_root, "--cfg", cfg_file, "--videoFile", video_path, "--outputDir", out,
-                      "--inferenceFps", "5", "--visthre", "0", "--boxes", detection_file,
+    result = run_demo(repo_root, "--cfg", cfg_file, "--video-file", video_path, "--output-dir", out,
+                      "--inference-fps", "5", "--vis-threshold", "0", "--boxes", detection_file,
                       "--write-frames", *common_opts(cfg.DATASET.ROOT, tmp_path, checkpoint),
                       *opts)
     assert result.returncode == 0, result.stderr
@@ -275,8 +276,9 @@ def test_video_demo_top_down_with_detections(repo_root, models, video, tmp_path)
 def test_video_demo_bottom_up_writes_maps(repo_root, models, video, tmp_path):
     cfg_file, cfg, checkpoint, opts, _ = models["bottomup"]
     out = tmp_path / "demo"
-    result = run_demo(repo_root, "--cfg", cfg_file, "--videoFile", video[0], "--outputDir", out,
-                      "--inferenceFps", "0", "--visthre", "0", "--write-frames", "--write-maps",
+    result = run_demo(repo_root, "--cfg", cfg_file, "--video-file", video[0], "--output-dir", out,
+                      "--inference-fps", "0", "--vis-threshold", "0", "--write-frames",
+                      "--write-maps",
                       *common_opts(cfg.DATASET.ROOT, tmp_path, checkpoint), *opts)
     assert result.returncode == 0, result.stderr
     frames = list(range(NUM_VIDEO_FRAMES))
@@ -314,8 +316,8 @@ def test_video_demo_errors_are_one_clear_line(repo_root, models, video, tmp_path
     }[case]
     if case == "unreadable":
         video_path.write_text("not a video\n")
-    result = run_demo(repo_root, "--cfg", cfg_file, "--videoFile", video_path,
-                      "--outputDir", tmp_path / "demo",
+    result = run_demo(repo_root, "--cfg", cfg_file, "--video-file", video_path,
+                      "--output-dir", tmp_path / "demo",
                       *common_opts(cfg.DATASET.ROOT, tmp_path, checkpoint), *opts)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -325,7 +327,7 @@ def test_video_demo_errors_are_one_clear_line(repo_root, models, video, tmp_path
 
 def test_pose_file_writes_non_finite_values_as_null(tmp_path):
     """A diverged model's NaN keypoints must not put the non-standard NaN token in the file."""
-    from hrpose.apis.video import write_pose_file
+    from hrpose.apis.pose_file import write_pose_file
 
     records = [{"frame": 0, "persons": [{"keypoints": np.array([[1.0, np.nan, np.inf]]),
                                          "score": np.float32(0.5)}]}]

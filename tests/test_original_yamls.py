@@ -358,8 +358,8 @@ def test_tools_read_an_original_file(repo_root, tmp_path, tool):
                                   "w32_256x192_adam_lr1e-3.yaml"
     result = subprocess.run(
         [sys.executable, str(repo_root / "tools" / tool), "--cfg", str(path),
-         "--modelDir", str(tmp_path / "output"), "--logDir", str(tmp_path / "log"),
-         "--dataDir", str(tmp_path), "WORKERS", "0"],
+         "--model-dir", str(tmp_path / "output"), "--log-dir", str(tmp_path / "log"),
+         "--data-dir", str(tmp_path), "WORKERS", "0"],
         capture_output=True, text=True, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr

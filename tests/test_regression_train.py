@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_runs import make_tiny_dataset, run_opts
 
 from hrpose.apis.export import ExportError, load_model_for_export
 from hrpose.apis.predictor import PosePredictor
 from hrpose.config import load_config
-from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import regression
 from hrpose.engine.loop import EpochOptions
 from hrpose.engine.run_dir import create_run
@@ -55,19 +55,16 @@ HIGHER_OPTS = [
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_regression")
-    generate_synthetic_dataset(str(root), num_train=6, num_val=3, seed=5, min_size=140,
-                               max_size=176)
-    return root
+    return make_tiny_dataset(tmp_path_factory, "synthetic_regression", seed=5, num_val=3,
+                             min_size=140, max_size=176)
 
 
 def tiny_config(repo_root, data_root, output_root, *extra):
     return load_config(str(repo_root / REGRESSION_CFG), [
-        "DATASET.ROOT", str(data_root), "MODEL.PRETRAINED", "''",
-        "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
-        "DATASET.INPUT_SIZE", "128", "DATASET.OUTPUT_SIZE", "[32]", "WORKERS", "0",
+        "DATASET.ROOT", str(data_root), "MODEL.PRETRAINED", "''", *run_opts(output_root),
+        "DATASET.INPUT_SIZE", "128", "DATASET.OUTPUT_SIZE", "[32]",
         "TRAIN.BATCH_SIZE_PER_GPU", "3", "TRAIN.END_EPOCH", "1", "TRAIN.LR_STEP", "[1]",
-        "TRAIN.VAL_INTERVAL", "1", "DEVICE", "cpu", *extra])
+        "TRAIN.VAL_INTERVAL", "1", *extra])
 
 
 @pytest.fixture(scope="module")

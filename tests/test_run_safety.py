@@ -14,8 +14,6 @@ import pytest
 import torch
 from torch import nn
 
-from hrpose.config import load_config
-from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import run_dir, trainer
 from hrpose.engine.loop import DivergenceError, DivergenceMonitor
 from hrpose.engine.run_dir import create_run
@@ -25,33 +23,28 @@ from hrpose.models import registry
 from hrpose.utils.checkpoint import (load_checkpoint_file, load_model_weights,
                                      save_checkpoint_atomic)
 from hrpose.utils.io import atomic_write, remove_stale_temporaries
+from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config, tiny_topdown_opts
 
-SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
 RUN = ("output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3")
 RUN_FILES = ("checkpoint.pth", "model_best.pth", "final_state.pth")
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_safety")
     # Seed 3: 6 training persons, so batches of 2 make 3 iterations per epoch.
-    generate_synthetic_dataset(str(root), num_train=6, num_val=2, seed=3, min_size=160,
-                               max_size=192)
-    return root
+    return make_tiny_dataset(tmp_path_factory, "synthetic_safety", seed=3, num_val=2)
+
+
+# Batches of 2, one epoch, the learning rate never stepped.
+RUN_SETTINGS = {"train_batch": 2, "end_epoch": 1, "lr_step": "[5]"}
 
 
 def tiny_opts(data_root, output_root, *extra):
-    return ["DATASET.ROOT", str(data_root),
-            "TEST.COCO_BBOX_FILE",
-            str(data_root / "person_detection_results" / "synthetic_val_detections.json"),
-            "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
-            "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]", "MODEL.SIGMA",
-            "1.0", "WORKERS", "0", "TRAIN.BATCH_SIZE_PER_GPU", "2", "TEST.BATCH_SIZE_PER_GPU",
-            "8", "TRAIN.END_EPOCH", "1", "TRAIN.LR_STEP", "[5]", "DEVICE", "cpu", *extra]
+    return tiny_topdown_opts(data_root, output_root, *extra, **RUN_SETTINGS)
 
 
 def tiny_config(repo_root, data_root, output_root, *extra):
-    return load_config(str(repo_root / SYNTHETIC_CFG), tiny_opts(data_root, output_root, *extra))
+    return tiny_topdown_config(repo_root, data_root, output_root, *extra, **RUN_SETTINGS)
 
 
 class TinyBNPoseNet(nn.Module):
@@ -111,7 +104,7 @@ def test_rerun_without_auto_resume_is_refused_and_leaves_every_file(repo_root, t
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert str(out) in lines[0] and "checkpoint.pth, model_best.pth, final_state.pth" in lines[0]
-    assert "AUTO_RESUME True" in lines[0] and "--modelDir" in lines[0]
+    assert "AUTO_RESUME True" in lines[0] and "--model-dir" in lines[0]
     assert "--overwrite" in lines[0]
     # Nothing written: no new log, no config copy, every byte of the earlier run unchanged.
     assert folder_bytes(out) == before

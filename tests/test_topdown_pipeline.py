@@ -1,40 +1,23 @@
 """End to end on a tiny synthetic dataset: train, checkpoint, resume, validate, the tools."""
 
-import argparse
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config
 
-from hrpose.config import load_config
-from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import train, validate_model
 from hrpose.utils.checkpoint import load_checkpoint_file
 
-SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
 SYNTHETIC_RESNET_CFG = "experiments/synthetic/resnet/res18_128x96_d64x3_adam_lr2e-3.yaml"
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_dataset(str(root), num_train=6, num_val=3, seed=3, min_size=160,
-                               max_size=192)
-    return root
-
-
-def tiny_config(repo_root, data_root, output_root, *extra, cfg_file=SYNTHETIC_CFG):
-    return load_config(str(repo_root / cfg_file), [
-        "DATASET.ROOT", str(data_root),
-        "TEST.COCO_BBOX_FILE",
-        str(data_root / "person_detection_results" / "synthetic_val_detections.json"),
-        "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
-        "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]", "MODEL.SIGMA", "1.0",
-        "WORKERS", "0", "TRAIN.BATCH_SIZE_PER_GPU", "8", "TEST.BATCH_SIZE_PER_GPU", "8",
-        "TRAIN.END_EPOCH", "2", "TRAIN.LR_STEP", "[1]", "DEVICE", "cpu", *extra])
+    return make_tiny_dataset(tmp_path_factory, "synthetic", seed=3, num_val=3)
 
 
 DARK_OPTS = ("MODEL.TARGET_ENCODING", "unbiased", "TEST.DECODER", "dark", "TEST.BLUR_KERNEL", "3",
@@ -53,7 +36,7 @@ HOURGLASS_OPTS = ("DATASET.DATASET", "synthetic", "DATASET.TRAIN_SET", "train",
                                             (HOURGLASS_CFG, HOURGLASS_OPTS)],
                          ids=["hrnet", "simplebaseline", "hrnet-dark", "hourglass"])
 def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, cfg_file, opts):
-    cfg = tiny_config(repo_root, tiny_data, tmp_path, *opts, cfg_file=cfg_file)
+    cfg = tiny_topdown_config(repo_root, tiny_data, tmp_path, *opts, cfg_file=cfg_file)
     paths = create_run(cfg, cfg_file, "train")
     best = train(cfg, paths)
     for name in ("checkpoint.pth", "model_best.pth", "final_state.pth"):
@@ -63,22 +46,22 @@ def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, c
     checkpoint = load_checkpoint_file(os.path.join(paths.output_dir, "checkpoint.pth"))
     assert checkpoint["epoch"] == 2 and checkpoint["best_perf"] == pytest.approx(best)
 
-    valid_cfg = tiny_config(repo_root, tiny_data, tmp_path, "TEST.MODEL_FILE",
-                            os.path.join(paths.output_dir, "model_best.pth"), *opts,
-                            cfg_file=cfg_file)
+    valid_cfg = tiny_topdown_config(repo_root, tiny_data, tmp_path, "TEST.MODEL_FILE",
+                                    os.path.join(paths.output_dir, "model_best.pth"), *opts,
+                                    cfg_file=cfg_file)
     assert validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid")) == best
     fused = validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid"), fuse_batch_norm=True)
     assert fused == pytest.approx(best, abs=1e-3)
 
 
 def test_killed_run_resumes_to_the_same_weights(repo_root, tiny_data, tmp_path):
-    straight = tiny_config(repo_root, tiny_data, tmp_path / "a")
+    straight = tiny_topdown_config(repo_root, tiny_data, tmp_path / "a")
     train(straight, create_run(straight, SYNTHETIC_CFG, "train"))
 
-    first_half = tiny_config(repo_root, tiny_data, tmp_path / "b", "TRAIN.END_EPOCH", "1")
+    first_half = tiny_topdown_config(repo_root, tiny_data, tmp_path / "b", "TRAIN.END_EPOCH", "1")
     paths = create_run(first_half, SYNTHETIC_CFG, "train")
     train(first_half, paths)
-    resumed = tiny_config(repo_root, tiny_data, tmp_path / "b", "AUTO_RESUME", "True")
+    resumed = tiny_topdown_config(repo_root, tiny_data, tmp_path / "b", "AUTO_RESUME", "True")
     train(resumed, create_run(resumed, SYNTHETIC_CFG, "train"))
 
     def final_state(root):
@@ -107,6 +90,6 @@ def test_valid_tool_without_a_model_says_what_is_missing(repo_root, tiny_data, t
 
 
 def test_missing_dataset_names_the_expected_file(repo_root, tmp_path):
-    cfg = tiny_config(repo_root, tmp_path / "nowhere", tmp_path)
+    cfg = tiny_topdown_config(repo_root, tmp_path / "nowhere", tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere/annotations/person_keypoints_train.json"):
         train(cfg, create_run(cfg, SYNTHETIC_CFG, "train"))

@@ -17,7 +17,8 @@ import torch
 from hrpose.apis.predictor import Person, Prediction
 from hrpose.apis.tracking import (DEFAULT_BETA, DEFAULT_MIN_CUTOFF, OneEuroFilter, PoseTracker,
                                   TrackSmoother, match_by_oks, one_euro_alpha, oks_matrix)
-from hrpose.apis.video import VideoSource, run_inference_demo
+from hrpose.apis.frames import VideoSource
+from hrpose.apis.video import run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.metadata import get_keypoint_info
 from hrpose.models import build_model
@@ -304,8 +305,8 @@ def test_demo_command_line_tracks_and_smooths(repo_root, small_video, tmp_path):
                                   "bbox": [10.0 + 5 * i, 10.0, 40.0, 70.0]} for i in range(3)]))
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "tools/inference_demo.py", "--cfg", TOPDOWN_CFG, "--videoFile",
-         str(small_video), "--outputDir", str(out), "--inferenceFps", "0", "--visthre", "0",
+        [sys.executable, "tools/inference_demo.py", "--cfg", TOPDOWN_CFG, "--video-file",
+         str(small_video), "--output-dir", str(out), "--inference-fps", "0", "--vis-threshold", "0",
          "--boxes", str(boxes), "--max-frames", "3", "--smooth", "--smooth-beta", "0.05",
          *opts, "TEST.MODEL_FILE", str(checkpoint)],
         capture_output=True, text=True, cwd=repo_root, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config
 from torch import nn
 
 from hrpose.config import ConfigError, load_config
 from hrpose.datasets.build import build_topdown_dataset
-from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import bottomup, topdown, trainer
 from hrpose.engine.device import autocast_dtype, check_sync_batchnorm, memory_format
 from hrpose.engine.distributed import ShardSampler, TrainSampler
@@ -21,29 +21,19 @@ from hrpose.losses.joints_mse import JointsMSELoss, build_topdown_loss
 from hrpose.models import build_model, registry
 from hrpose.utils.checkpoint import load_checkpoint_file
 
-SYNTHETIC_CFG = "experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml"
 RUN = ("output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3")
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_scale")
     # Seed 3: 6 training persons, so batches of 2 make 3 iterations per epoch.
-    generate_synthetic_dataset(str(root), num_train=6, num_val=2, seed=3, min_size=160,
-                               max_size=192)
-    return root
+    return make_tiny_dataset(tmp_path_factory, "synthetic_scale", seed=3, num_val=2)
 
 
 def tiny_config(repo_root, data_root, output_root, *extra):
-    return load_config(str(repo_root / SYNTHETIC_CFG), [
-        "DATASET.ROOT", str(data_root),
-        "TEST.COCO_BBOX_FILE",
-        str(data_root / "person_detection_results" / "synthetic_val_detections.json"),
-        "OUTPUT_DIR", str(output_root / "output"), "LOG_DIR", str(output_root / "log"),
-        "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]", "MODEL.SIGMA", "1.0",
-        "WORKERS", "0", "TRAIN.BATCH_SIZE_PER_GPU", "2", "TEST.BATCH_SIZE_PER_GPU", "8",
-        "TRAIN.END_EPOCH", "2", "TRAIN.LR_STEP", "[1]", "TRAIN.VAL_INTERVAL", "5",
-        "DEVICE", "cpu", *extra])
+    """Batches of 2, two epochs, no validation within them."""
+    return tiny_topdown_config(repo_root, data_root, output_root, "TRAIN.VAL_INTERVAL", "5",
+                               *extra, train_batch=2)
 
 
 class TinyBNPoseNet(nn.Module):

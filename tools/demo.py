@@ -14,11 +14,15 @@ from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
 from hrpose.engine.run_dir import create_run
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     cfg = config_from_args(args)
     # `make demo` is meant to be re-run; the earlier files are moved aside, not overwritten.
     paths = create_run(cfg, args.cfg, "demo", overwrite=True)

@@ -37,7 +37,7 @@ from hrpose.errors import HrposeError
 from hrpose.utils.paths import check_output_file
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="experiment YAML file")
@@ -62,7 +62,11 @@ def parse_args() -> argparse.Namespace:
                              "last (other models: no effect, with a warning)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. TEST.MODEL_FILE m.pth")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def check_arguments(args: argparse.Namespace) -> None:

@@ -11,8 +11,7 @@ from hrpose.engine.cli import run_cli
 from hrpose.utils.paths import check_output_folder
 
 
-def parse_args() -> argparse.Namespace:
-    """The options, checked here so that a bad one ends with argparse's usage message."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", default="data/synthetic", help="dataset folder to create")
     parser.add_argument("--num-train", type=int, default=1000, help="training images")
@@ -25,6 +24,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing dataset at --root")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    """The options, checked here so that a bad one ends with argparse's usage message."""
+    parser = build_parser()
     args = parser.parse_args()
     try:
         validate_options(args.num_train, args.num_val, args.seed, args.min_size, args.max_size,

@@ -16,12 +16,12 @@ import os
 from hrpose.apis.plot import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_SCORE_THRESHOLD, load_results,
                               plot_coco_results)
 from hrpose.datasets.metadata import KEYPOINT_INFO
-from hrpose.engine.cli import run_cli
+from hrpose.engine.cli import add_option, run_cli
 from hrpose.errors import DataFileNotFoundError
 from hrpose.utils.paths import check_output_folder
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", required=True, help="COCO keypoint results JSON")
@@ -32,18 +32,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="folder to write the drawn images to")
     parser.add_argument("--dataset", default="coco", choices=sorted(KEYPOINT_INFO),
                         help="whose skeleton to draw (default coco)")
-    parser.add_argument("--score-thre", type=float, default=DEFAULT_SCORE_THRESHOLD,
-                        help=f"draw persons scoring at least this (default "
-                             f"{DEFAULT_SCORE_THRESHOLD})")
-    parser.add_argument("--keypoint-thre", type=float, default=DEFAULT_KEYPOINT_THRESHOLD,
-                        help=f"draw keypoints whose confidence is above this (default "
-                             f"{DEFAULT_KEYPOINT_THRESHOLD})")
+    add_option(parser, "--score-threshold", "--score-thre", type=float,
+               default=DEFAULT_SCORE_THRESHOLD, metavar="SCORE",
+               help=f"draw persons scoring at least this (default {DEFAULT_SCORE_THRESHOLD})")
+    add_option(parser, "--keypoint-threshold", "--keypoint-thre", type=float,
+               default=DEFAULT_KEYPOINT_THRESHOLD, metavar="SCORE",
+               help=f"draw keypoints whose confidence is above this (default "
+                    f"{DEFAULT_KEYPOINT_THRESHOLD})")
     parser.add_argument("--max-images", type=int, default=0,
                         help="draw at most this many images, the lowest ids first (default 0: all)")
     parser.add_argument("--with-gt", action="store_true",
                         help="also draw the annotated keypoints (green)")
     parser.add_argument("--no-scores", action="store_true", help="do not print person scores")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> None:
@@ -54,8 +59,8 @@ def main() -> None:
     check_output_folder(args.output, "--output")
     written = plot_coco_results(load_results(args.results), args.annotations, args.images,
                                 args.output, KEYPOINT_INFO[args.dataset],
-                                score_threshold=args.score_thre,
-                                keypoint_threshold=args.keypoint_thre,
+                                score_threshold=args.score_threshold,
+                                keypoint_threshold=args.keypoint_threshold,
                                 max_images=args.max_images, with_gt=args.with_gt,
                                 show_scores=not args.no_scores, show_progress=True)
     print(f"wrote {len(written)} images to {args.output}")

@@ -14,7 +14,7 @@ from hrpose.engine.run_dir import create_run
 from hrpose.utils.paths import check_output_file
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", choices=("train", "test"), default="train",
@@ -25,7 +25,11 @@ def main() -> None:
     parser.add_argument("--output", default="", help="the .npz to write (default "
                                                      "RESCORE.DATA_FILE)")
     add_config_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     cfg = config_from_args(args)
     # Checked before the model runs over the whole split.
     output = args.output or cfg.RESCORE.DATA_FILE

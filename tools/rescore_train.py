@@ -14,7 +14,7 @@ from hrpose.engine.run_dir import create_run
 from hrpose.utils.paths import check_output_file
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="", help="the rescore data .npz (default "
@@ -22,7 +22,11 @@ def main() -> None:
     parser.add_argument("--output", default="", help="where to save the net (default "
                                                      "RESCORE.MODEL_FILE)")
     add_config_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     cfg = config_from_args(args)
     # Checked before the net trains.
     output = args.output or cfg.RESCORE.MODEL_FILE

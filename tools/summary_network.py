@@ -12,12 +12,16 @@ from hrpose.models import build_model
 from hrpose.models.complexity import format_summary_table, network_input_size, summarize
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cfg", required=True, help="experiment YAML, e.g. "
                         "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> None:

@@ -7,12 +7,16 @@ from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import validate_model
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fuse-conv-bn", action="store_true",
                         help="fold BatchNorm into the convolutions before testing (faster)")
     add_config_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     cfg = config_from_args(args)
     validate_model(cfg, create_run(cfg, args.cfg, "valid"), fuse_batch_norm=args.fuse_conv_bn)
 

@@ -8,7 +8,8 @@
 from .boxes import DetectionFile, TorchvisionPersonDetector, person_box_source
 from .predictor import Person, PosePredictor, Prediction
 from .tracking import OneEuroFilter, PoseTracker, TrackSmoother
-from .video import DemoOutputs, open_frame_source, run_inference_demo
+from .frames import open_frame_source
+from .video import DemoOutputs, run_inference_demo
 
 __all__ = ["DemoOutputs", "DetectionFile", "OneEuroFilter", "Person", "PosePredictor",
            "PoseTracker", "Prediction", "TorchvisionPersonDetector", "TrackSmoother",

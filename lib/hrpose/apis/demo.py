@@ -29,8 +29,8 @@ from ..utils.io import atomic_path, atomic_write, read_json
 from ..utils.render import render_results
 from .boxes import DEFAULT_BOX_THRESHOLD, person_box_source
 from .predictor import PosePredictor
-from .video import (DEFAULT_VISUALIZATION_THRESHOLD, VIDEO_CODEC, DemoOutputs,
-                    open_frame_source, run_inference_demo)
+from .frames import open_frame_source
+from .video import DEFAULT_VISUALIZATION_THRESHOLD, VIDEO_CODEC, DemoOutputs, run_inference_demo
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def annotate_video(cfg: CfgNode, checkpoint_path: str, video_file: str, output_d
                    visualization_threshold: float = DEFAULT_VISUALIZATION_THRESHOLD,
                    config_file: str = "") -> DemoOutputs:
     """Run the model of cfg with checkpoint_path on every frame of video_file, as
-    tools/inference_demo.py does with --inferenceFps 0: <output_dir>/<video name>_pose.mp4 and
+    tools/inference_demo.py does with --inference-fps 0: <output_dir>/<video name>_pose.mp4 and
     <video name>_poses.json. Top-down models take their boxes from detection_file (image_id =
     frame index); bottom-up models need none."""
     device = select_device(cfg)

@@ -17,16 +17,35 @@ from ..utils.allocator import reuse_freed_memory
 from ..utils.paths import blocking_file, is_same_path
 
 
-# The originals' folder options and the config keys they set.
-FOLDER_OPTIONS = {"--modelDir": "OUTPUT_DIR", "--logDir": "LOG_DIR", "--dataDir": "DATA_DIR"}
+# The folder options, each with the originals' spelling as its alias, and the config keys they set.
+FOLDER_OPTIONS = {"--model-dir": ("--modelDir", "OUTPUT_DIR"),
+                  "--log-dir": ("--logDir", "LOG_DIR"),
+                  "--data-dir": ("--dataDir", "DATA_DIR")}
+# Every spelling of a folder option -> its kebab-case name.
+FOLDER_OPTION_NAMES = {spelling: name for name, (alias, _) in FOLDER_OPTIONS.items()
+                       for spelling in (name, alias)}
+
+
+def add_option(parser, name: str, *aliases: str, **settings) -> argparse.Action:
+    """The option name (kebab-case) and, for old command lines, its aliases (the originals' or
+    hrpose's earlier spellings): same destination, value and checks, left out of --help's list
+    and named in the option's help instead. parser may be an argument group."""
+    if aliases and settings.get("help") not in (None, argparse.SUPPRESS):
+        settings["help"] += f" (alias {', '.join(aliases)})"
+    action = parser.add_argument(name, **settings)
+    alias_settings = {key: value for key, value in settings.items()
+                      if key not in ("help", "default", "required", "metavar")}
+    for alias in aliases:
+        parser.add_argument(alias, **alias_settings, dest=action.dest,
+                            default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return action
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--cfg FILE, the originals' folder options, and trailing KEY VALUE overrides."""
+    """--cfg FILE, the folder options, and trailing KEY VALUE overrides."""
     parser.add_argument("--cfg", required=True, help="experiment YAML file")
-    parser.add_argument("--modelDir", default="", help="overrides OUTPUT_DIR")
-    parser.add_argument("--logDir", default="", help="overrides LOG_DIR")
-    parser.add_argument("--dataDir", default="", help="overrides DATA_DIR")
+    for name, (alias, key) in FOLDER_OPTIONS.items():
+        add_option(parser, name, alias, default="", metavar="DIR", help=f"overrides {key}")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. TEST.MODEL_FILE m.pth; "
                              "the folder options may also stand among them")
@@ -36,21 +55,21 @@ def _split_folder_options(tokens: list[str]) -> tuple[list[str], dict[str, str]]
     """The overrides without the folder options, and those options' values.
 
     argparse.REMAINDER hands over everything after the first override, folder options
-    included, so they are picked out here wherever they stand (``--modelDir X`` or
-    ``--modelDir=X``).
+    included, so they are picked out here wherever they stand (``--model-dir X``,
+    ``--modelDir=X``); the values are keyed by the kebab-case name.
     """
     overrides: list[str] = []
     folders: dict[str, str] = {}
     index = 0
     while index < len(tokens):
         option, has_value, value = tokens[index].partition("=")
-        if option in FOLDER_OPTIONS:
+        if option in FOLDER_OPTION_NAMES:
             if not has_value:
                 if index + 1 >= len(tokens):
                     raise ConfigError(f"option {option} {COMMAND_LINE_SOURCE} needs a folder")
                 index += 1
                 value = tokens[index]
-            folders[option] = value
+            folders[FOLDER_OPTION_NAMES[option]] = value
         else:
             overrides.append(tokens[index])
         index += 1
@@ -60,11 +79,12 @@ def _split_folder_options(tokens: list[str]) -> tuple[list[str], dict[str, str]]
 def config_from_args(args: argparse.Namespace):
     """The frozen config: defaults, then --cfg, then the folder options and KEY VALUE overrides."""
     opts, late_folders = _split_folder_options(list(args.opts or []))
-    folders = {"--modelDir": args.modelDir, "--logDir": args.logDir, "--dataDir": args.dataDir}
+    folders = {"--model-dir": args.model_dir, "--log-dir": args.log_dir,
+               "--data-dir": args.data_dir}
     folders.update(late_folders)
     for option, folder in folders.items():
         if folder:
-            opts += [FOLDER_OPTIONS[option], repr(folder)]
+            opts += [FOLDER_OPTIONS[option][1], repr(folder)]
     return update_config(get_default_config(), argparse.Namespace(cfg=args.cfg, opts=opts))
 
 

@@ -115,7 +115,7 @@ def refusal_message(cfg: CfgNode, output_dir: str) -> str | None:
     resume = (f"resume it with AUTO_RESUME True, or start "
               if RESUME_CHECKPOINT in found else "start ")
     return (f"'{output_dir}' holds an earlier run ({', '.join(found)}) that a new run would "
-            f"overwrite: {resume}a new one in another folder (--modelDir DIR, or OUTPUT_DIR "
+            f"overwrite: {resume}a new one in another folder (--model-dir DIR, or OUTPUT_DIR "
             f"DIR), or here with tools/train.py --overwrite, which first moves those files "
             f"into {PREVIOUS_RUN_PREFIX}<time>/")
 

@@ -176,8 +176,8 @@ def window_max(maps: torch.Tensor, kernel: int, padding: int) -> torch.Tensor:
 
     With kernel == 2 * padding + 1 (the size-keeping window) the maximum is taken separably,
     by shifted element-wise maxima along the rows and then along the columns (max_pool2d's
-    padding never wins a maximum); on the CPU that is 20-40x faster than max_pool2d for a 5x5
-    window. Other windows go to max_pool2d.
+    padding never wins a maximum): element-wise maxima run on the CPU far faster than
+    max_pool2d's kernel. Other windows go to max_pool2d.
     """
     if kernel != 2 * padding + 1:
         return F.max_pool2d(maps, kernel, stride=1, padding=padding)
@@ -191,7 +191,7 @@ def heatmap_nms(heatmaps: torch.Tensor, kernel: int, padding: int) -> torch.Tens
     keep all their pixels. Runs on the heatmaps' device.
     """
     pooled = window_max(heatmaps, kernel, padding)
-    # torch.where, not masked_fill or a multiply by the mask: 4x faster on the CPU.
+    # torch.where: masked_fill and a multiply by the mask are slower on the CPU.
     return torch.where(pooled == heatmaps, heatmaps, 0.0)
 
 

@@ -27,7 +27,7 @@ def is_same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_output_folder(path: str | os.PathLike, what: str) -> None:
-    """Raise OutputPathError when the folder path (what: e.g. "--outputDir") is a file or lies
+    """Raise OutputPathError when the folder path (what: e.g. "--output-dir") is a file or lies
     under one; a folder that does not exist yet is fine (the tool creates it)."""
     blocker = blocking_file(path)
     if blocker is None:
