@@ -14,7 +14,6 @@ a config:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import NamedTuple
 
