@@ -207,6 +207,9 @@ _C.TEST.OKS_THRE = 0.5
 _C.TEST.IN_VIS_THRE = 0.0
 _C.TEST.COCO_BBOX_FILE = ""
 _C.TEST.MODEL_FILE = ""
+# What runs the forward pass in testing and inference (engine/backends.py): eager (the module),
+# fused (Conv-BN folded, channels-last) or onnxruntime (CPU; the model exported in memory).
+_C.TEST.BACKEND = "eager"
 # --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
 # Values of the HigherHRNet experiments. Test scales (must include 1: tags are read at scale 1).
 _C.TEST.SCALE_FACTOR = [1.0]

@@ -37,6 +37,7 @@ CHOICES: dict[str, tuple] = {
     "TEST.GROUPING": ("fixed", "progressive"),
     "TEST.ASSIGNMENT_SOLVER": ("munkres", "scipy"),
     "TEST.GAUSSIAN_FIT": ("reference", "corrected"),
+    "TEST.BACKEND": ("eager", "fused", "onnxruntime"),
     "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
     "TRAIN.LR_SCHEDULER": ("multistep", "cosine"),

@@ -24,6 +24,7 @@ from ..losses.associative_embedding import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
+from .backends import inference_model
 from .checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
                          load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
 from .device import (apply_sync_batchnorm, autocast_dtype, check_sync_batchnorm, memory_format,
@@ -369,8 +370,9 @@ def _train(cfg: CfgNode, paths: RunPaths, device: torch.device) -> float:
 
 def validate_model(cfg: CfgNode, paths: RunPaths, fuse_batch_norm: bool = False) -> float:
     """Evaluate TEST.MODEL_FILE (or the run's final_state.pth) on the test split, optionally with
-    BatchNorm folded into the convolutions (same numbers, faster). Under torchrun every process
-    tests a shard of the split and rank 0 evaluates them all."""
+    BatchNorm folded into the convolutions (same numbers, faster), the forward pass run by
+    TEST.BACKEND. Under torchrun every process tests a shard of the split and rank 0 evaluates
+    them all."""
     device = select_device(cfg)
     with distributed_session(device):
         model = build_model(cfg, is_train=False)
@@ -383,6 +385,7 @@ def validate_model(cfg: CfgNode, paths: RunPaths, fuse_batch_norm: bool = False)
         if fuse_batch_norm:
             model = fuse_conv_bn(model)
         model.to(device, memory_format=memory_format(cfg, device))
+        model = inference_model(cfg, model, device)
         paradigm = paradigm_of(cfg)
         valid_set = paradigm.build_dataset(cfg, is_train=False)
         loader = make_loader(cfg, valid_set, False, device)
