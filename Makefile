@@ -40,6 +40,7 @@ bench: install
 	$(VPY) bench/bench_ae_grouping.py
 	$(VPY) bench/bench_hae_loss.py
 	$(VPY) bench/bench_amp_training.py
+	$(VPY) bench/bench_inference.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info lib/hrpose/nms/_oks_nms.c lib/hrpose/nms/*.so .pytest_cache
