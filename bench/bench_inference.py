@@ -10,8 +10,8 @@ forward pass reaches: the model's true multiply-adds (models.complexity) x 2 ove
 divided by the FLOP/s of one large 3x3 convolution measured in the same run.
 
 Defaults (about 3 minutes on two idle cores): HRNet-W32 256x192 at batch 1 and 32, HRNet-W48
-384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime; one
-warm-up and two timed rounds. --rounds, --cases and --engines take more or fewer.
+384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime; two
+timed rounds. --rounds, --warmup, --cases, --engines and --threads change that.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="timed rounds over the engines; the fastest counts (default 2)")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed rounds first (oneDNN and onnxruntime kernel creation)")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="untimed rounds first (default 0: preparing an engine already "
+                             "runs it once, which creates its kernels)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch (and onnxruntime) threads (default torch's choice)")
     args = parser.parse_args(argv)
