@@ -43,6 +43,7 @@ bench: install
 	$(VPY) bench/bench_amp_training.py
 	$(VPY) bench/bench_eval.py
 	$(VPY) bench/bench_data_pipeline.py
+	$(VPY) bench/bench_inference.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info lib/hrpose/nms/_oks_nms.c lib/hrpose/nms/*.so .pytest_cache

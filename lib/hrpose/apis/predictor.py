@@ -33,6 +33,7 @@ from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KeypointInfo, get_keypoint_info
 from ..datasets.topdown import normalize_image, read_image
+from ..engine.backends import inference_model
 from ..engine.device import IMAGE_MEMORY_FORMAT, select_device
 from ..errors import DataError
 from ..models import build_model
@@ -108,13 +109,15 @@ def _float32(values: np.ndarray) -> np.ndarray:
 
 
 class PosePredictor:
-    """A pose model in eval mode on a device, with the test-time settings of its config."""
+    """A pose model in eval mode on a device, run by TEST.BACKEND, with the test-time settings
+    of its config."""
 
     def __init__(self, cfg: CfgNode, model: nn.Module, device: torch.device | str | None = None,
                  box_source: BoxSource | None = None):
         self.cfg = cfg
         self.device = select_device(cfg) if device is None else torch.device(device)
-        self.model = model.to(self.device, memory_format=IMAGE_MEMORY_FORMAT).eval()
+        model = model.to(self.device, memory_format=IMAGE_MEMORY_FORMAT)
+        self.model = inference_model(cfg, model, self.device)
         self.box_source = box_source
         self.bottom_up = is_bottom_up(cfg.MODEL.NAME)
         self.regression = is_regression(cfg.MODEL.NAME)

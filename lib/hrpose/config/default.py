@@ -215,6 +215,9 @@ _C.TEST.MODEL_FILE = ""
 # Rust evaluator, same numbers as pycocotools except when a GT annotation has id 0), or auto:
 # hotcoco when it is installed and gives pycocotools' numbers for the GT, else pycocotools.
 _C.TEST.EVAL_BACKEND = "auto"
+# What runs the forward pass in testing and inference (engine/backends.py): eager (the module),
+# fused (Conv-BN folded, channels-last) or onnxruntime (CPU; the model exported in memory).
+_C.TEST.BACKEND = "eager"
 # --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
 # Values of the HigherHRNet experiments. Test scales (must include 1: tags are read at scale 1).
 _C.TEST.SCALE_FACTOR = [1.0]

@@ -24,18 +24,40 @@ from ..losses.build import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
-from ..utils.checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
-                                load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
-from .device import (apply_sync_batchnorm, autocast_dtype, check_sync_batchnorm, memory_format,
-                     select_device)
-from .distributed import (ShardSampler, TrainSampler, all_reduce_mean, broadcast_from_main,
-                          distributed_session, gather_to_main, is_main_process, rank,
-                          unwrap_model, world_size, wrap_model)
+from ..utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint_file,
+    load_model_weights,
+    load_state_dict_strict,
+    non_finite_tensors,
+    save_checkpoint_atomic,
+)
+from . import bottomup, regression, topdown
+from .backends import inference_model
+from .device import (
+    apply_sync_batchnorm,
+    autocast_dtype,
+    check_sync_batchnorm,
+    memory_format,
+    select_device,
+)
+from .distributed import (
+    ShardSampler,
+    TrainSampler,
+    all_reduce_mean,
+    broadcast_from_main,
+    distributed_session,
+    gather_to_main,
+    is_main_process,
+    rank,
+    unwrap_model,
+    world_size,
+    wrap_model,
+)
 from .loop import DivergenceMonitor, EpochOptions
 from .run_dir import RunPaths
 from .schedule import base_learning_rate, learning_rate_factor, recipe_batch_size
 from .seeding import enable_deterministic_mode, mixed_seed, seed_everything, seed_worker
-from . import bottomup, regression, topdown
 
 logger = logging.getLogger(__name__)
 
@@ -369,8 +391,9 @@ def _train(cfg: CfgNode, paths: RunPaths, device: torch.device) -> float:
 
 def validate_model(cfg: CfgNode, paths: RunPaths, fuse_batch_norm: bool = False) -> float:
     """Evaluate TEST.MODEL_FILE (or the run's final_state.pth) on the test split, optionally with
-    BatchNorm folded into the convolutions (same numbers, faster). Under torchrun every process
-    tests a shard of the split and rank 0 evaluates them all."""
+    BatchNorm folded into the convolutions (same numbers, faster), the forward pass run by
+    TEST.BACKEND. Under torchrun every process tests a shard of the split and rank 0 evaluates
+    them all."""
     device = select_device(cfg)
     with distributed_session(device):
         model = build_model(cfg, is_train=False)
@@ -383,6 +406,7 @@ def validate_model(cfg: CfgNode, paths: RunPaths, fuse_batch_norm: bool = False)
         if fuse_batch_norm:
             model = fuse_conv_bn(model)
         model.to(device, memory_format=memory_format(cfg, device))
+        model = inference_model(cfg, model, device)
         paradigm = paradigm_of(cfg)
         valid_set = paradigm.build_dataset(cfg, is_train=False)
         loader = make_loader(cfg, valid_set, False, device)

@@ -1,0 +1,161 @@
+"""Forward-pass speed of the TEST.BACKEND engines against the eager float32 model, on the CPU.
+
+Per case (model, input, batch) it builds the experiment's model with random weights, prepares
+every engine (the onnxruntime export and session creation is timed as "prep"), then runs the
+engines in turn, round after round, in this one process, and keeps each engine's fastest
+forward pass: a CPU shared with other work makes single runs noisy, and alternating spreads the
+noise over all engines. It prints per engine the time, the ratio to eager, the largest absolute
+output difference from eager, and the fraction of this CPU's float32 convolution throughput the
+forward pass reaches: the model's true multiply-adds (models.complexity) x 2 over the time,
+divided by the FLOP/s of one large 3x3 convolution measured in the same run.
+
+Defaults (about 3 minutes on two idle cores): HRNet-W32 256x192 at batch 1 and 32, HRNet-W48
+384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime; two
+timed rounds. --rounds, --warmup, --cases, --engines and --threads change that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+
+from hrpose.config import load_config
+from hrpose.engine.backends import BACKENDS, inference_model
+from hrpose.models import build_model
+from hrpose.models.complexity import measure_complexity
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    cfg: str
+    batch: int
+    height: int
+    width: int
+
+
+CASES = {
+    "w32_256x192_b1": Case("HRNet-W32 256x192", "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml",
+                           1, 256, 192),
+    "w32_256x192_b32": Case("HRNet-W32 256x192", "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml",
+                            32, 256, 192),
+    "w48_384x288_b8": Case("HRNet-W48 384x288", "experiments/coco/hrnet/w48_384x288_adam_lr1e-3.yaml",
+                           8, 384, 288),
+    "higher_w32_512_b1": Case("HigherHRNet-W32 512",
+                              "experiments/coco/higher_hrnet/w32_512_adam_lr1e-3.yaml", 1, 512, 512),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated, from: {', '.join(CASES)} (default all)")
+    parser.add_argument("--engines", default=",".join(BACKENDS),
+                        help="comma-separated TEST.BACKEND values; eager is always run "
+                             "(default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="timed rounds over the engines; the fastest counts (default 2)")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="untimed rounds first (default 0: preparing an engine already "
+                             "runs it once, which creates its kernels)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch (and onnxruntime) threads (default torch's choice)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.cases.split(",") if name not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    engines = ["eager"] + [name for name in args.engines.split(",") if name != "eager"]
+    if any(name not in BACKENDS for name in engines):
+        parser.error(f"--engines takes {', '.join(BACKENDS)}, got {args.engines}")
+    args.engines = engines
+    return args
+
+
+def conv_peak_flops(rounds: int = 3) -> float:
+    """FLOP/s of a large float32 3x3 convolution (256 -> 256 channels on 8x256x64x48), NHWC and
+    NCHW, the faster: what oneDNN's convolution kernels reach on this CPU at best."""
+    best = 0.0
+    weight = torch.randn(256, 256, 3, 3)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(8, 256, 64, 48).contiguous(memory_format=memory_format)
+        w = weight.contiguous(memory_format=memory_format)
+        flops = 2 * 8 * 256 * 256 * 9 * 64 * 48
+        with torch.no_grad():
+            torch.nn.functional.conv2d(x, w, padding=1)
+            for _ in range(rounds):
+                start = time.perf_counter()
+                torch.nn.functional.conv2d(x, w, padding=1)
+                best = max(best, flops / (time.perf_counter() - start))
+    return best
+
+
+def engine_input(engine_name: str, images: torch.Tensor) -> torch.Tensor:
+    # The fused engine is channels-last: its input comes the same way (the validation loop and
+    # the predictor hand channels-last batches over).
+    if engine_name == "fused":
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def leaves(outputs) -> list[torch.Tensor]:
+    return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+
+
+def max_difference(reference, outputs) -> float:
+    return max((a.float() - b.float()).abs().max().item()
+               for a, b in zip(leaves(reference), leaves(outputs)))
+
+
+def run_case(case: Case, engines: list[str], rounds: int, warmup: int, peak: float) -> None:
+    cfg = load_config(case.cfg, ["DEVICE", "cpu", "MODEL.PRETRAINED", ""])
+    torch.manual_seed(0)
+    model = build_model(cfg, is_train=False).eval()
+    macs = measure_complexity(model, (case.height, case.width)).macs * case.batch
+    images = torch.randn(case.batch, 3, case.height, case.width,
+                         generator=torch.Generator().manual_seed(0))
+    prepared, prep_seconds = {}, {}
+    for name in engines:
+        start = time.perf_counter()
+        prepared[name] = inference_model(cfg, model, torch.device("cpu"), name)
+        with torch.no_grad():
+            prepared[name](engine_input(name, images[:1]))
+        prep_seconds[name] = time.perf_counter() - start
+    best = {name: float("inf") for name in engines}
+    differences = {}
+    with torch.no_grad():
+        reference = model(images)
+        for round_index in range(warmup + rounds):
+            for name, engine in prepared.items():
+                start = time.perf_counter()
+                outputs = engine(engine_input(name, images))
+                seconds = time.perf_counter() - start
+                if round_index >= warmup:
+                    best[name] = min(best[name], seconds)
+                differences[name] = max_difference(reference, outputs)
+    print(f"\n{case.name}, batch {case.batch} ({macs / 1e9:.1f} GMACs)")
+    print(f"  {'engine':12s} {'ms':>9s} {'vs eager':>9s} {'max diff':>10s} {'of peak':>8s} "
+          f"{'prep s':>7s}")
+    for name in engines:
+        seconds = best[name]
+        print(f"  {name:12s} {seconds * 1e3:9.1f} {best['eager'] / seconds:8.2f}x "
+              f"{differences[name]:10.2e} {2 * macs / seconds / peak:7.0%} "
+              f"{prep_seconds[name]:7.1f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = conv_peak_flops()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 3x3 "
+          f"convolution peak {peak / 1e9:.0f} GFLOP/s")
+    for name in args.cases.split(","):
+        run_case(CASES[name], args.engines, args.rounds, args.warmup, peak)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Inference engines behind TEST.BACKEND: the eager model, a folded channels-last copy, onnxruntime.
+
+    model = inference_model(cfg, model, device)   # after the weights are loaded
+    heatmaps = model(images)                      # same call, same output structure
+
+- ``eager``: the PyTorch module as built (the default).
+- ``fused``: a copy with every Conv-BatchNorm pair folded (models.fuse) in channels-last memory
+  format, so oneDNN runs NHWC kernels without reordering between layers.
+- ``onnxruntime``: the model exported in memory with the TorchScript-based ONNX exporter and run
+  by an onnxruntime CPU session at the highest graph optimisation level (which includes the
+  NCHWc layout transformer on x86) on as many threads as torch uses. The batch axis is dynamic
+  (one export serves the full and the last, smaller batch and the flipped batch); bottom-up
+  models also get dynamic height and width, so the per-image input sizes of the bottom-up test
+  pipeline reuse the same session. HRNeXt's dynamic convolutions fold the batch into the group
+  count of a convolution, a number the exported graph has to know: those models get one export
+  per batch size. Exports live in memory for the life of the engine and leave no files.
+
+Models an engine cannot take (the regression models' deformable convolutions have no ONNX
+export; a model torch.fx cannot trace cannot be fused) run eagerly, with one warning.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
+from yacs.config import CfgNode
+
+from ..config import ConfigError
+from ..config.model_extras import is_bottom_up, is_regression
+from ..errors import HrposeError
+from ..models.backbones.hrnext import KernelAggregation
+from ..models.fuse import fuse_conv_bn
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("eager", "fused", "onnxruntime")
+ONNX_OPSET = 17
+INPUT_NAME = "input"
+
+
+def inference_model(cfg: CfgNode, model: nn.Module, device: torch.device,
+                    backend: str | None = None) -> nn.Module:
+    """model (weights loaded, on device) run by backend (default TEST.BACKEND), in eval mode.
+
+    The result is called like model and returns the same structure of tensors (one tensor, or a
+    list of them), on the CPU for onnxruntime. Raises ConfigError for a backend that cannot run
+    on device.
+    """
+    backend = cfg.TEST.BACKEND if backend is None else backend
+    model = model.eval()
+    if backend == "eager":
+        return model
+    if backend not in BACKENDS:
+        raise ConfigError(f"TEST.BACKEND is {backend!r}; allowed: "
+                          f"{', '.join(repr(name) for name in BACKENDS)}")
+    if backend == "fused":
+        return _fused(model, cfg.MODEL.NAME)
+    if torch.device(device).type != "cpu":
+        raise ConfigError(f"TEST.BACKEND 'onnxruntime' runs on the CPU but the model is on "
+                          f"{device}; use TEST.BACKEND eager or fused there, or DEVICE cpu")
+    if is_regression(cfg.MODEL.NAME):
+        logger.warning("TEST.BACKEND onnxruntime: %s runs eagerly, its adaptive convolutions "
+                       "(torchvision deformable convolutions) have no ONNX export",
+                       cfg.MODEL.NAME)
+        return model
+    return OnnxRuntimeModel(model, dynamic_size=is_bottom_up(cfg.MODEL.NAME))
+
+
+def _fused(model: nn.Module, model_name: str) -> nn.Module:
+    try:
+        fused = fuse_conv_bn(model)
+    except HrposeError as error:
+        logger.warning("TEST.BACKEND fused: %s runs eagerly, %s", model_name, error)
+        return model
+    return fused.to(memory_format=torch.channels_last)
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ConfigError("TEST.BACKEND 'onnxruntime' needs the onnxruntime package "
+                          "(pip install -r requirements.txt)") from error
+    return onnxruntime
+
+
+class OnnxRuntimeModel(nn.Module):
+    """model exported to ONNX and run by onnxruntime on the CPU, exported on first use.
+
+    dynamic_size: height and width are dynamic axes too (bottom-up inputs vary per image).
+    The wrapped model stays a submodule: its parameters say where inputs go, and it traces the
+    exports.
+    """
+
+    def __init__(self, model: nn.Module, dynamic_size: bool = False) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.dynamic_size = dynamic_size
+        # The batch folds into the group count of HRNeXt's per-sample kernels (see module doc).
+        self.fixed_batch = any(isinstance(m, KernelAggregation) for m in model.modules())
+        self._sessions: dict[tuple, tuple[Any, list[str], pytree.TreeSpec]] = {}
+
+    def session_key(self, shape: torch.Size) -> tuple:
+        """The input shape with its dynamic axes left out: inputs with the same key share one
+        exported graph and session."""
+        batch, channels, height, width = shape
+        return (None if not self.fixed_batch else batch, channels,
+                None if self.dynamic_size else height, None if self.dynamic_size else width)
+
+    @property
+    def exports(self) -> int:
+        """How many graphs were exported (one per session key seen)."""
+        return len(self._sessions)
+
+    def forward(self, images: Tensor):
+        if images.dim() != 4:
+            raise ValueError(f"expected an NCHW image batch, got shape {tuple(images.shape)}")
+        key = self.session_key(images.shape)
+        if key not in self._sessions:
+            self._sessions[key] = self._export(images)
+        session, names, spec = self._sessions[key]
+        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        outputs = session.run(names, {INPUT_NAME: array})
+        return pytree.tree_unflatten([torch.from_numpy(output) for output in outputs], spec)
+
+    def _export(self, images: Tensor) -> tuple[Any, list[str], pytree.TreeSpec]:
+        onnxruntime = _import_onnxruntime()
+        example = images[:1] if not self.fixed_batch else images
+        example = example.detach().to("cpu", torch.float32).contiguous()
+        with torch.no_grad():
+            leaves, spec = pytree.tree_flatten(self.model(example))
+        if not all(isinstance(leaf, Tensor) and leaf.dim() == 4 for leaf in leaves):
+            raise HrposeError(f"TEST.BACKEND onnxruntime runs models that return NCHW tensors; "
+                              f"{type(self.model).__name__} returns {spec}")
+        names = [f"output{index}" for index in range(len(leaves))]
+        # In eval mode: the exporter afterwards puts the whole tree back in the wrapper's mode.
+        graph = _export_graph(_Flat(self.model).eval(), example, names, self._dynamic_axes(names))
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(graph, options,
+                                               providers=["CPUExecutionProvider"])
+        logger.info("TEST.BACKEND onnxruntime: exported %s for inputs %s (%d threads)",
+                    type(self.model).__name__, _describe(self.session_key(images.shape)),
+                    options.intra_op_num_threads)
+        return session, names, spec
+
+    def _dynamic_axes(self, names: list[str]) -> dict[str, dict[int, str]]:
+        axes: dict[int, str] = {} if self.fixed_batch else {0: "batch"}
+        if self.dynamic_size:
+            axes.update({2: "height", 3: "width"})
+        if not axes:
+            return {}
+        dynamic = {INPUT_NAME: axes}
+        for name in names:
+            per_output = {axis: f"{name}_{label}" for axis, label in axes.items()}
+            dynamic[name] = per_output
+        return dynamic
+
+
+class _Flat(nn.Module):
+    """The model with its outputs flattened to a tuple of tensors, as the exporter wants them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        return tuple(pytree.tree_leaves(self.model(images)))
+
+
+def _export_graph(module: nn.Module, example: Tensor, names: list[str],
+                  dynamic_axes: dict) -> bytes:
+    """The serialized ONNX graph of module traced on example."""
+    buffer = io.BytesIO()
+    # The TorchScript exporter's tracer and deprecation notices concern its own use, not the
+    # graph: they would only clutter the log of every run.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, (example,), buffer, input_names=[INPUT_NAME],
+                              output_names=names, dynamic_axes=dynamic_axes or None,
+                              opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False)
+        except Exception as error:  # the exporter raises many unrelated types
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise HrposeError(f"TEST.BACKEND onnxruntime cannot export "
+                              f"{type(module.model).__name__}: {first_line}; use TEST.BACKEND "
+                              f"eager") from error
+    return buffer.getvalue()
+
+
+def _describe(key: tuple) -> str:
+    return "x".join("?" if size is None else str(size) for size in key)
+
