@@ -13,10 +13,10 @@ from hrpose.apis import PosePredictor
 from hrpose.config import ConfigError, load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine.backends import OnnxRuntimeModel, inference_model
-from hrpose.engine.checkpoint import save_checkpoint_atomic
 from hrpose.engine.run_dir import make_run_paths
 from hrpose.engine.trainer import validate_model
 from hrpose.models import build_model
+from hrpose.utils.checkpoint import save_checkpoint_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

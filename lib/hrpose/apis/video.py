@@ -43,7 +43,6 @@ from ..utils.io import temporary_sibling
 from ..utils.vis import save_image
 from .annotate import draw_persons, write_map_images
 from .frames import FALLBACK_FPS, Frame, FrameSource
-# The demo's entry points (tools/inference_demo.py, engine/demo.py) take these from here.
 from .pose_file import OUTPUT_FORMATS, write_pose_file
 from .predictor import Person, PosePredictor
 from .tracking import (DEFAULT_BETA, DEFAULT_MAX_AGE, DEFAULT_MIN_CUTOFF, DEFAULT_OKS_THRESHOLD,
