@@ -48,8 +48,11 @@ import torch.nn.functional as F
 from hrpose.datasets.topdown import normalize_image
 from hrpose.postprocess.ae_grouping import GroupingParams, group_keypoints
 from hrpose.postprocess.assignment import ASSIGNMENT_SOLVERS
-from hrpose.postprocess.bottomup import (BottomUpTestParams, infer_bottom_up,
-                                         resize_align_multi_scale)
+from hrpose.postprocess.bottomup import (
+    BottomUpTestParams,
+    infer_bottom_up,
+    resize_align_multi_scale,
+)
 from hrpose.utils.allocator import reuse_freed_memory
 from hrpose.utils.transforms import flip_permutation, get_affine_transform
 

@@ -7,9 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from hrpose.utils.checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                                     load_model_weights, load_state_dict_strict,
-                                     save_checkpoint_atomic, strip_wrapper_prefixes)
+from hrpose.utils.checkpoint import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_model_weights,
+    load_state_dict_strict,
+    save_checkpoint_atomic,
+    strip_wrapper_prefixes,
+)
 
 
 class Payload:

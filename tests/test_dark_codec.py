@@ -6,14 +6,23 @@ import pytest
 import torch
 
 from hrpose.codecs import dark
-from hrpose.codecs.dark import (decode_dark, encode_unbiased_heatmaps, gaussian_blur,
-                                opencv_gaussian_kernel, taylor_refine)
+from hrpose.codecs.dark import (
+    decode_dark,
+    encode_unbiased_heatmaps,
+    gaussian_blur,
+    opencv_gaussian_kernel,
+    taylor_refine,
+)
 from hrpose.codecs.heatmap import decode_standard, flip_back
 from hrpose.config import ConfigError, load_config
 from hrpose.datasets.metadata import COCO
 from hrpose.postprocess.topdown import decode_heatmaps
-from hrpose.utils.transforms import (affine_transform_points, fliplr_joints,
-                                     get_affine_transform, transform_preds)
+from hrpose.utils.transforms import (
+    affine_transform_points,
+    fliplr_joints,
+    get_affine_transform,
+    transform_preds,
+)
 
 HEATMAP_SIZE = (48, 64)  # (w, h)
 

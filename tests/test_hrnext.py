@@ -15,8 +15,13 @@ from torch.nn import functional as F
 from hrpose.codecs.heatmap import decode_standard
 from hrpose.config import ConfigError, load_config
 from hrpose.models import build_model
-from hrpose.models.backbones.hrnext import (DynamicKernelConv, HRNeXtBlock, HRNeXtModule,
-                                            KernelAggregation, PoseHRNeXt)
+from hrpose.models.backbones.hrnext import (
+    DynamicKernelConv,
+    HRNeXtBlock,
+    HRNeXtModule,
+    KernelAggregation,
+    PoseHRNeXt,
+)
 from hrpose.models.complexity import hrnet_repo_gflops, measure_complexity, summarize
 from hrpose.utils.checkpoint import load_model_weights
 

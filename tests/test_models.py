@@ -17,8 +17,7 @@ from hrpose.models import build_model
 from hrpose.models.backbones.hrnet import HighResolutionModule, HighResolutionNet, HRNetSpec
 from hrpose.models.backbones.hrnext import DynamicKernelConv
 from hrpose.models.blocks import BasicBlock
-from hrpose.models.complexity import (hrnet_repo_gflops, hrnext_gflops, measure_complexity,
-                                      summarize)
+from hrpose.models.complexity import hrnet_repo_gflops, hrnext_gflops, measure_complexity, summarize
 from hrpose.utils.checkpoint import CheckpointError, load_model_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

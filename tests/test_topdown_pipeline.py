@@ -1,6 +1,5 @@
 """End to end on a tiny synthetic dataset: train, checkpoint, resume, validate, the tools."""
 
-import argparse
 import os
 import subprocess
 import sys

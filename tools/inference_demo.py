@@ -28,8 +28,13 @@ import os
 from hrpose.apis.boxes import DEFAULT_BOX_THRESHOLD, person_box_source
 from hrpose.apis.predictor import PosePredictor
 from hrpose.apis.tracking import DEFAULT_BETA, DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_MIN_CUTOFF
-from hrpose.apis.video import (DEFAULT_INFERENCE_FPS, DEFAULT_VISUALIZATION_THRESHOLD,
-                               OUTPUT_FORMATS, open_frame_source, run_inference_demo)
+from hrpose.apis.video import (
+    DEFAULT_INFERENCE_FPS,
+    DEFAULT_VISUALIZATION_THRESHOLD,
+    OUTPUT_FORMATS,
+    open_frame_source,
+    run_inference_demo,
+)
 from hrpose.engine.cli import add_config_arguments, config_from_args, run_cli
 from hrpose.engine.device import select_device
 from hrpose.engine.run_dir import setup_logging

@@ -16,8 +16,11 @@ from ..config.model_extras import is_bottom_up
 from ..datasets.build import split_source
 from ..datasets.coco_format import annotation_file, image_folder, load_coco_file
 from ..datasets.metadata import get_keypoint_info
-from ..datasets.synthetic import (DETECTION_FILE, generate_synthetic_dataset,
-                                  synthetic_dataset_exists)
+from ..datasets.synthetic import (
+    DETECTION_FILE,
+    generate_synthetic_dataset,
+    synthetic_dataset_exists,
+)
 from ..datasets.topdown import read_image
 from ..engine.device import select_device
 from ..engine.run_dir import RunPaths
@@ -29,8 +32,13 @@ from ..utils.io import atomic_path, atomic_write, read_json
 from ..utils.render import render_results
 from .boxes import DEFAULT_BOX_THRESHOLD, person_box_source
 from .predictor import PosePredictor
-from .video import (DEFAULT_VISUALIZATION_THRESHOLD, VIDEO_CODEC, DemoOutputs,
-                    open_frame_source, run_inference_demo)
+from .video import (
+    DEFAULT_VISUALIZATION_THRESHOLD,
+    VIDEO_CODEC,
+    DemoOutputs,
+    open_frame_source,
+    run_inference_demo,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -56,12 +56,12 @@ from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KEYPOINT_INFO
 from ..datasets.topdown import IMAGENET_MEAN, IMAGENET_STD
-from ..utils.checkpoint import CheckpointError, load_model_weights
 from ..errors import HrposeError
 from ..models import build_model
-from ..utils.io import atomic_path
 from ..models.backbones.hrnext import KernelAggregation
 from ..models.complexity import network_input_size
+from ..utils.checkpoint import CheckpointError, load_model_weights
+from ..utils.io import atomic_path
 from ..utils.paths import check_output_file
 
 logger = logging.getLogger(__name__)

@@ -45,13 +45,19 @@ from tqdm import tqdm
 
 from ..datasets.images import native_stderr_silenced, read_image
 from ..errors import DataError, DataFileNotFoundError
-from ..utils.io import atomic_write, temporary_sibling
 from ..evaluation.results import to_json_compatible
 from ..postprocess.tag_maps import render_heatmap, render_tag_map, warp_to_image
+from ..utils.io import atomic_write, temporary_sibling
 from ..utils.vis import draw_poses, save_image
 from .predictor import Person, PosePredictor
-from .tracking import (DEFAULT_BETA, DEFAULT_MAX_AGE, DEFAULT_MIN_CUTOFF, DEFAULT_OKS_THRESHOLD,
-                       PoseTracker, TrackSmoother)
+from .tracking import (
+    DEFAULT_BETA,
+    DEFAULT_MAX_AGE,
+    DEFAULT_MIN_CUTOFF,
+    DEFAULT_OKS_THRESHOLD,
+    PoseTracker,
+    TrackSmoother,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .heatmap import (DRAW_WEIGHT_THRESHOLD, GAUSSIAN_RADIUS_SIGMAS, HeatmapDecodeResult,
-                      first_argmax, gather_pixels, get_max_preds, peak_pixels)
+from .heatmap import (
+    DRAW_WEIGHT_THRESHOLD,
+    GAUSSIAN_RADIUS_SIGMAS,
+    HeatmapDecodeResult,
+    first_argmax,
+    gather_pixels,
+    get_max_preds,
+    peak_pixels,
+)
 
 # OpenCV's getGaussianKernel uses these fixed tables for sigma <= 0 and sizes up to 7. (OpenCV 4.x
 # and later also tabulate size 9; the references ran OpenCV 3, which sampled sigma 1.7 there.)

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import yaml
 from yacs.config import CfgNode as CN
 
-from .default import get_default_config
 from ..errors import HrposeError
+from .default import get_default_config
 from .model_extras import MODEL_EXTRAS, get_model_extra, is_bottom_up, is_regression
 from .originals import ORIGINAL_KEYS, OriginalKeyError, translate_original_keys
 

@@ -16,7 +16,6 @@ from ..errors import HrposeError
 from ..utils.allocator import reuse_freed_memory
 from ..utils.paths import blocking_file, is_same_path
 
-
 # The originals' folder options and the config keys they set.
 FOLDER_OPTIONS = {"--modelDir": "OUTPUT_DIR", "--logDir": "LOG_DIR", "--dataDir": "DATA_DIR"}
 

@@ -112,7 +112,7 @@ def refusal_message(cfg: CfgNode, output_dir: str) -> str | None:
     found = earlier_run_outputs(output_dir)
     if not found or resumes(cfg, output_dir):
         return None
-    resume = (f"resume it with AUTO_RESUME True, or start "
+    resume = ("resume it with AUTO_RESUME True, or start "
               if RESUME_CHECKPOINT in found else "start ")
     return (f"'{output_dir}' holds an earlier run ({', '.join(found)}) that a new run would "
             f"overwrite: {resume}a new one in another folder (--modelDir DIR, or OUTPUT_DIR "

@@ -17,8 +17,13 @@ from ..evaluation.coco import evaluate_coco_keypoints
 from ..evaluation.crowdpose import evaluate_crowdpose_keypoints
 from ..evaluation.pckh import evaluate_mpii_pckh, save_mpii_predictions
 from ..evaluation.results import write_keypoint_results
-from ..postprocess.topdown import (coco_results, decode_poses, final_heatmaps, predict_heatmaps,
-                                   select_poses)
+from ..postprocess.topdown import (
+    coco_results,
+    decode_poses,
+    final_heatmaps,
+    predict_heatmaps,
+    select_poses,
+)
 from .debug import save_debug_images
 from .device import memory_format
 from .distributed import is_main_process

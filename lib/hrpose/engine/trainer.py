@@ -24,18 +24,39 @@ from ..losses.build import build_bottomup_loss
 from ..losses.joints_mse import build_topdown_loss
 from ..models import build_model
 from ..models.fuse import fuse_conv_bn
-from ..utils.checkpoint import (CheckpointError, load_checkpoint_file, load_model_weights,
-                                load_state_dict_strict, non_finite_tensors, save_checkpoint_atomic)
-from .device import (apply_sync_batchnorm, autocast_dtype, check_sync_batchnorm, memory_format,
-                     select_device)
-from .distributed import (ShardSampler, TrainSampler, all_reduce_mean, broadcast_from_main,
-                          distributed_session, gather_to_main, is_main_process, rank,
-                          unwrap_model, world_size, wrap_model)
+from ..utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint_file,
+    load_model_weights,
+    load_state_dict_strict,
+    non_finite_tensors,
+    save_checkpoint_atomic,
+)
+from . import bottomup, regression, topdown
+from .device import (
+    apply_sync_batchnorm,
+    autocast_dtype,
+    check_sync_batchnorm,
+    memory_format,
+    select_device,
+)
+from .distributed import (
+    ShardSampler,
+    TrainSampler,
+    all_reduce_mean,
+    broadcast_from_main,
+    distributed_session,
+    gather_to_main,
+    is_main_process,
+    rank,
+    unwrap_model,
+    world_size,
+    wrap_model,
+)
 from .loop import DivergenceMonitor, EpochOptions
 from .run_dir import RunPaths
 from .schedule import base_learning_rate, learning_rate_factor, recipe_batch_size
 from .seeding import enable_deterministic_mode, mixed_seed, seed_everything, seed_worker
-from . import bottomup, regression, topdown
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
-from ..utils.checkpoint import (CheckpointError, compare_state_dicts, extract_state_dict,
-                                load_checkpoint_file, strip_wrapper_prefixes)
+from ..utils.checkpoint import (
+    CheckpointError,
+    compare_state_dicts,
+    extract_state_dict,
+    load_checkpoint_file,
+    strip_wrapper_prefixes,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ versions. The reference's float person keys are kept by default;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np

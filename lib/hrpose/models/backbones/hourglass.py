@@ -25,7 +25,6 @@ from torch.nn import functional as F
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
 from ..blocks import BN_MOMENTUM
 from ..weights import initialize_, load_pretrained_weights
 

@@ -9,8 +9,15 @@ from torch import Tensor, nn
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
-from ..blocks import BLOCKS_BY_NAME, BN_MOMENTUM, Bottleneck, ResidualBlock, conv1x1, conv3x3, make_layer
+from ..blocks import (
+    BLOCKS_BY_NAME,
+    BN_MOMENTUM,
+    Bottleneck,
+    ResidualBlock,
+    conv1x1,
+    conv3x3,
+    make_layer,
+)
 from ..heads.heatmap import heatmap_conv
 from ..weights import initialize_, load_pretrained_weights, top_level_whitelist
 

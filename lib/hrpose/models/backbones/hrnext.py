@@ -12,7 +12,6 @@ from torch.utils.checkpoint import checkpoint
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
 from ..blocks import BN_MOMENTUM
 from ..heads.heatmap import heatmap_conv
 from ..weights import initialize_, load_pretrained_weights

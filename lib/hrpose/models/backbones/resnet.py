@@ -8,7 +8,6 @@ from torch import Tensor, nn
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
 from ..blocks import BN_MOMENTUM, BasicBlock, Bottleneck, ResidualBlock, make_layer
 from ..heads.deconv import make_deconv_layers
 from ..heads.heatmap import heatmap_conv
