@@ -236,8 +236,9 @@ def run_demo(cfg: CfgNode, paths: RunPaths, num_images: int = 8,
     folder = image_folder(name, root, image_set)
     image_paths = {image["id"]: os.path.join(folder, image["file_name"])
                    for image in coco.dataset["images"]}
-    drawn = render_results(load_keypoint_results(results_file), image_paths, get_keypoint_info(name),
-                           os.path.join(paths.output_dir, "demo_images"), num_images)
+    drawn = render_results(load_keypoint_results(results_file), image_paths,
+                           get_keypoint_info(name), os.path.join(paths.output_dir, "demo_images"),
+                           num_images)
 
     video_dir = os.path.join(paths.output_dir, DEMO_VIDEO_DIR)
     video = write_demo_video(annotations, folder, video_dir, demo_detection_file(cfg),

@@ -338,7 +338,8 @@ def _metadata(cfg: CfgNode, exported: ExportedModel, weights: str,
         "model": cfg.MODEL.NAME,
         "paradigm": "bottom-up" if exported.bottom_up else "top-down",
         "weights": weights,
-        "input": (f"{INPUT_NAME} {shapes[INPUT_NAME]}: float32 NCHW, {channel_order} channel order, "
+        "input": (f"{INPUT_NAME} {shapes[INPUT_NAME]}: float32 NCHW, "
+                  f"{channel_order} channel order, "
                   f"(pixel / 255 - mean [{mean}]) / std [{std}]"),
         "outputs": "; ".join(f"{name} {shapes[name]}" for name in exported.output_names),
         "num_joints": str(cfg.MODEL.NUM_JOINTS),

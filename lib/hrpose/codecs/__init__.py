@@ -1,1 +1,2 @@
-"""Target encoders and their decoders, in pairs: gaussian heatmaps (standard, DARK), associative-embedding tags, offset fields."""
+"""Target encoders and their decoders, in pairs: gaussian heatmaps (standard, DARK),
+associative-embedding tags, offset fields."""

@@ -83,7 +83,8 @@ def encode_unbiased_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
 
 
 def opencv_gaussian_kernel(size: int) -> np.ndarray:
-    """The 1-D kernel cv2.getGaussianKernel(size, 0) returned for the references (float64, sum 1)."""
+    """The 1-D kernel cv2.getGaussianKernel(size, 0) returned for the references
+    (float64, sum 1)."""
     if size < 1 or size % 2 == 0:
         raise ValueError(f"the blur kernel size must be a positive odd number, got {size}")
     if size in OPENCV_SMALL_KERNELS:

@@ -110,7 +110,8 @@ class TopDownDataset(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of an epoch (call before creating the epoch's iterator)."""
+        """Select the augmentation stream of an epoch (call before creating the epoch's
+        iterator)."""
         self.epoch = epoch
 
     def __len__(self) -> int:

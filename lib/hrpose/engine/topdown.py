@@ -138,7 +138,8 @@ def merge_predictions(shards: list[dict]) -> dict:
     return merged
 
 
-def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
+def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict,
+                         output_dir: str) -> tuple[dict, float]:
     """Write the results file of the split and score it; returns (name -> value, indicator)."""
     evaluation = dataset.evaluation
     name, image_set = evaluation["dataset"], evaluation["image_set"]

@@ -141,7 +141,8 @@ class HighResolutionModule(nn.Module):
                         nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
                     ))
                 elif j == i:
-                    # A stateless placeholder keeps the indices j, and so the checkpoint keys, intact.
+                    # A stateless placeholder keeps the indices j, and so the checkpoint keys,
+                    # intact.
                     to_output.append(nn.Identity())
                 else:
                     # i - j stride-2 steps; only the last changes the width, and it has no ReLU
