@@ -451,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"AE grouping (HigherHRNet settings: detection 0.1, tag 1, detection value, NMS 5/2, "
           f"30 people, adjust + refine, {args.assignment_solver} solver), "
-          f"torch {torch.get_num_threads()} CPU thread(s), seed {args.seed}, {allocator}", flush=True)
+          f"torch {torch.get_num_threads()} CPU thread(s), seed {args.seed}, {allocator}",
+          flush=True)
     header = (f"{'case':<34} {'imgs':>4} {'found':>5} {'baseline ms':>12} {'ours ms':>9} "
               f"{'ratio':>7} {'identical':>9} {'max |dxy|':>10} {'max |dscore|':>12}")
     print(header)
