@@ -66,7 +66,8 @@ def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, c
                             os.path.join(paths.output_dir, "model_best.pth"), *opts,
                             cfg_file=cfg_file)
     assert validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid")) == best
-    fused = validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid"), fuse_batch_norm=True)
+    fused = validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid"),
+                           fuse_batch_norm=True)
     assert fused == pytest.approx(best, abs=1e-3)
 
 
