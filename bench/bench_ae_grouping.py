@@ -48,8 +48,11 @@ import torch.nn.functional as F
 from hrpose.datasets.topdown import normalize_image
 from hrpose.postprocess.ae_grouping import GroupingParams, group_keypoints
 from hrpose.postprocess.assignment import ASSIGNMENT_SOLVERS
-from hrpose.postprocess.bottomup import (BottomUpTestParams, infer_bottom_up,
-                                         resize_align_multi_scale)
+from hrpose.postprocess.bottomup import (
+    BottomUpTestParams,
+    infer_bottom_up,
+    resize_align_multi_scale,
+)
 from hrpose.utils.allocator import reuse_freed_memory
 from hrpose.utils.transforms import flip_permutation, get_affine_transform
 
@@ -448,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"AE grouping (HigherHRNet settings: detection 0.1, tag 1, detection value, NMS 5/2, "
           f"30 people, adjust + refine, {args.assignment_solver} solver), "
-          f"torch {torch.get_num_threads()} CPU thread(s), seed {args.seed}, {allocator}", flush=True)
+          f"torch {torch.get_num_threads()} CPU thread(s), seed {args.seed}, {allocator}",
+          flush=True)
     header = (f"{'case':<34} {'imgs':>4} {'found':>5} {'baseline ms':>12} {'ours ms':>9} "
               f"{'ratio':>7} {'identical':>9} {'max |dxy|':>10} {'max |dscore|':>12}")
     print(header)

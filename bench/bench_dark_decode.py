@@ -1,4 +1,5 @@
-"""Times DARK decoding: the vectorised torch decoder against a per-joint loop as the reference does it.
+"""Times DARK decoding: the vectorised torch decoder against a per-joint loop as the reference
+does it.
 
 Decodes one chunk of --chunk heatmap stacks of 17x64x48 (1,000: a validation batch; the fastest
 of --batch-repeats runs), then --samples stacks (network-like: a Gaussian at a random sub-pixel

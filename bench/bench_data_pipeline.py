@@ -43,8 +43,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from hrpose.config import load_config  # noqa: E402
 from hrpose.datasets.build import build_topdown_dataset  # noqa: E402
 from hrpose.utils.allocator import reuse_freed_memory  # noqa: E402
-from test_data_pipeline_equal import (assert_same_sample, reference_item,  # noqa: E402
-                                      textured_image)
+from test_data_pipeline_equal import assert_same_sample, reference_item, textured_image  # noqa: E402
 
 TARGET_SPEEDUP = 1.5
 EXPERIMENTS = {

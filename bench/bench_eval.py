@@ -35,10 +35,12 @@ NUM_KEYPOINTS = 17
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000, help="number of images")
     parser.add_argument("--detections", type=int, default=50000, help="number of detections in all")
-    parser.add_argument("--small", action="store_true", help="a quick run: 500 images, 5,000 detections")
+    parser.add_argument("--small", action="store_true",
+                        help="a quick run: 500 images, 5,000 detections")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per backend")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -48,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def person(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """(joints (17, 2), visibility (17,), box) of one person standing somewhere in a 640 x 480 image."""
+    """(joints (17, 2), visibility (17,), box) of one person standing somewhere in a 640 x 480
+    image."""
     width, height = rng.uniform(20, 250), rng.uniform(40, 400)
     left, top = rng.uniform(0, 640 - width / 2), rng.uniform(0, 480 - height / 2)
     joints = np.column_stack([left + rng.uniform(0, width, NUM_KEYPOINTS),
@@ -62,9 +65,11 @@ def gt_annotation(annotation_id: int, image_id: int, joints: np.ndarray, visibil
     left, top, width, height = box
     keypoints = np.column_stack([joints * (visibility[:, None] > 0), visibility])
     return {"id": annotation_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-            "keypoints": keypoints.ravel().tolist(), "num_keypoints": int(np.count_nonzero(visibility)),
+            "keypoints": keypoints.ravel().tolist(),
+            "num_keypoints": int(np.count_nonzero(visibility)),
             "bbox": [float(v) for v in box], "area": float(width * height * rng.uniform(0.4, 0.8)),
-            "segmentation": [[left, top, left + width, top, left + width, top + height, left, top + height]]}
+            "segmentation": [[left, top, left + width, top, left + width, top + height,
+                              left, top + height]]}
 
 
 def crowd_region(annotation_id: int, image_id: int, rng: np.random.Generator) -> dict:
@@ -73,7 +78,8 @@ def crowd_region(annotation_id: int, image_id: int, rng: np.random.Generator) ->
     return {"id": annotation_id, "image_id": image_id, "category_id": 1, "iscrowd": 1,
             "keypoints": [0.0] * (3 * NUM_KEYPOINTS), "num_keypoints": 0,
             "bbox": [left, top, width, height], "area": float(width * height * 0.7),
-            "segmentation": [[left, top, left + width, top, left + width, top + height, left, top + height]]}
+            "segmentation": [[left, top, left + width, top, left + width, top + height,
+                              left, top + height]]}
 
 
 def detections_of_image(image_id: int, people: list[np.ndarray], count: int,
@@ -87,13 +93,14 @@ def detections_of_image(image_id: int, people: list[np.ndarray], count: int,
             joints = people[rng.integers(len(people))] + rng.normal(0, noise, (NUM_KEYPOINTS, 2))
             score = float(np.clip(1.0 - noise / 50.0 + rng.normal(0, 0.1), 0.0, 1.0))
         else:
-            joints = np.column_stack([rng.uniform(0, 640, NUM_KEYPOINTS), rng.uniform(0, 480, NUM_KEYPOINTS)])
+            joints = np.column_stack([rng.uniform(0, 640, NUM_KEYPOINTS),
+                                      rng.uniform(0, 480, NUM_KEYPOINTS)])
             score = float(rng.uniform(0, 0.5))
         for _ in range(2 if rng.uniform() < 0.1 else 1):  # a near duplicate, same score
             joints = joints + rng.normal(0, 0.01, joints.shape)
             keypoints = np.column_stack([joints, rng.uniform(0, 1, NUM_KEYPOINTS)])
-            results.append({"image_id": image_id, "category_id": 1, "keypoints": keypoints.ravel().tolist(),
-                            "score": round(score, 2)})
+            results.append({"image_id": image_id, "category_id": 1,
+                            "keypoints": keypoints.ravel().tolist(), "score": round(score, 2)})
     return results[:count]
 
 
@@ -105,17 +112,20 @@ def coco_like_problem(num_images: int, num_detections: int, seed: int) -> tuple[
     per_image[: num_detections % num_images] += 1
     for index in range(num_images):
         image_id = 100000 + 7 * index
-        images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": 640, "height": 480})
+        images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": 640,
+                       "height": 480})
         num_people = 0 if rng.uniform() < 0.05 else int(rng.geometric(0.35))
         people = []
         for _ in range(num_people):
             joints, visibility, box = person(rng)
-            annotations.append(gt_annotation(len(annotations) + 1, image_id, joints, visibility, box, rng))
+            annotations.append(gt_annotation(len(annotations) + 1, image_id, joints, visibility,
+                                             box, rng))
             people.append(joints)
         if rng.uniform() < 0.1:
             annotations.append(crowd_region(len(annotations) + 1, image_id, rng))
         results += detections_of_image(image_id, people, int(per_image[index]), rng)
-    categories = [{"id": 1, "name": "person", "keypoints": list(get_keypoint_info("coco").keypoint_names)}]
+    categories = [{"id": 1, "name": "person",
+                   "keypoints": list(get_keypoint_info("coco").keypoint_names)}]
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
@@ -191,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         runs["faster-coco-eval"] = faster_coco_eval_run(gt, results, sigmas)
     wall, cpu, stats = timed_rounds(runs, args.repeats)
     reference = stats["pycocotools"]
-    print(f"  {'pycocotools':17s} wall {wall['pycocotools']:7.3f} s  cpu {cpu['pycocotools']:7.3f} s  "
+    print(f"  {'pycocotools':17s} wall {wall['pycocotools']:7.3f} s  "
+          f"cpu {cpu['pycocotools']:7.3f} s  "
           f"AP {reference[0]:.4f}  (reference)")
     for name in runs:
         if name == "pycocotools":

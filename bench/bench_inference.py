@@ -37,15 +37,14 @@ class Case:
     width: int
 
 
+W32_256 = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
+W48_384 = "experiments/coco/hrnet/w48_384x288_adam_lr1e-3.yaml"
+HIGHER_W32_512 = "experiments/coco/higher_hrnet/w32_512_adam_lr1e-3.yaml"
 CASES = {
-    "w32_256x192_b1": Case("HRNet-W32 256x192", "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml",
-                           1, 256, 192),
-    "w32_256x192_b32": Case("HRNet-W32 256x192", "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml",
-                            32, 256, 192),
-    "w48_384x288_b8": Case("HRNet-W48 384x288", "experiments/coco/hrnet/w48_384x288_adam_lr1e-3.yaml",
-                           8, 384, 288),
-    "higher_w32_512_b1": Case("HigherHRNet-W32 512",
-                              "experiments/coco/higher_hrnet/w32_512_adam_lr1e-3.yaml", 1, 512, 512),
+    "w32_256x192_b1": Case("HRNet-W32 256x192", W32_256, 1, 256, 192),
+    "w32_256x192_b32": Case("HRNet-W32 256x192", W32_256, 32, 256, 192),
+    "w48_384x288_b8": Case("HRNet-W48 384x288", W48_384, 8, 384, 288),
+    "higher_w32_512_b1": Case("HigherHRNet-W32 512", HIGHER_W32_512, 1, 512, 512),
 }
 
 

@@ -1,7 +1,8 @@
 """Helper of test_distributed_train.py: one training process with a tiny BatchNorm-free model.
 
 Run directly for one process or under torchrun for several:
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed_worker.py KEY VALUE ...
+    python -m torch.distributed.run --standalone --nproc_per_node 2 \\
+        tests/distributed_worker.py KEY VALUE ...
 """
 
 import sys

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from hrpose.codecs.associative_embedding import encode_ae_tags
-from hrpose.losses.associative_embedding import (AELoss, HeatmapLoss, MultiStageAELoss, ae_loss,
-                                                 masked_heatmap_loss, total_bottomup_loss)
+from hrpose.losses.associative_embedding import (
+    AELoss,
+    HeatmapLoss,
+    MultiStageAELoss,
+    ae_loss,
+    masked_heatmap_loss,
+    total_bottomup_loss,
+)
 
 
 def loop_ae_loss(tags, joints, loss_type):

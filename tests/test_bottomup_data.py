@@ -9,13 +9,24 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from hrpose.codecs.associative_embedding import (encode_ae_heatmaps, encode_ae_tags,
-                                                 higherhrnet_gaussian_patch, scale_aware_sigmas,
-                                                 sigmas_per_resolution)
-from hrpose.datasets.bottomup import (AffineDraw, BottomUpAugmentation, BottomUpDataset,
-                                      apply_augmentation, bottomup_affine_matrix,
-                                      draw_augmentation, ignore_mask, kept_for_targets,
-                                      people_joints)
+from hrpose.codecs.associative_embedding import (
+    encode_ae_heatmaps,
+    encode_ae_tags,
+    higherhrnet_gaussian_patch,
+    scale_aware_sigmas,
+    sigmas_per_resolution,
+)
+from hrpose.datasets.bottomup import (
+    AffineDraw,
+    BottomUpAugmentation,
+    BottomUpDataset,
+    apply_augmentation,
+    bottomup_affine_matrix,
+    draw_augmentation,
+    ignore_mask,
+    kept_for_targets,
+    people_joints,
+)
 from hrpose.datasets.metadata import COCO
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.errors import DataError, DataFileNotFoundError

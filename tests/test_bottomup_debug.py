@@ -81,7 +81,8 @@ def test_train_one_epoch_writes_debug_images_every_print_freq(tmp_path):
             return [low, torch.nn.functional.interpolate(low[:, :17], size=32)]
 
     def criterion(outputs, targets, masks, joints):
-        heatmaps_losses = [((o[:, :17] - t) ** 2).mean(dim=(1, 2, 3)) for o, t in zip(outputs, targets)]
+        heatmaps_losses = [((o[:, :17] - t) ** 2).mean(dim=(1, 2, 3))
+                           for o, t in zip(outputs, targets)]
         return heatmaps_losses, [None, None], [None, None]
 
     model = Model()

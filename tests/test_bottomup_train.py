@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from tiny_runs import make_tiny_dataset, run_opts
 
 from hrpose.config import load_config
 from hrpose.datasets.build import build_bottomup_dataset
@@ -16,6 +15,7 @@ from hrpose.losses.associative_embedding import total_bottomup_loss
 from hrpose.losses.build import build_bottomup_loss
 from hrpose.models import build_model
 from hrpose.utils.checkpoint import load_checkpoint_file
+from tiny_runs import make_tiny_dataset, run_opts
 
 BOTTOMUP_CFG = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml"
 HAE_CFG = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3_hae.yaml"

@@ -1,4 +1,5 @@
-"""Checkpoint loading and saving: weights_only, prefix stripping, strict key report, atomic writes."""
+"""Checkpoint loading and saving: weights_only, prefix stripping, strict key report, atomic
+writes."""
 
 import os
 from collections import OrderedDict
@@ -7,9 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from hrpose.utils.checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                                     load_model_weights, load_state_dict_strict,
-                                     save_checkpoint_atomic, strip_wrapper_prefixes)
+from hrpose.utils.checkpoint import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_model_weights,
+    load_state_dict_strict,
+    save_checkpoint_atomic,
+    strip_wrapper_prefixes,
+)
 
 
 class Payload:
@@ -53,8 +60,9 @@ def test_prefix_only_stripped_when_every_key_has_it():
 def test_mmpose_backbone_and_head_prefixes_are_stripped(tmp_path):
     source, target = TinyNet(), TinyNet()
     torch.nn.init.normal_(source.head.weight)
-    mmpose = OrderedDict((("keypoint_head." if key.startswith("head") else "backbone.") + key, value)
-                         for key, value in source.state_dict().items())
+    mmpose = OrderedDict(
+        (("keypoint_head." if key.startswith("head") else "backbone.") + key, value)
+        for key, value in source.state_dict().items())
     path = tmp_path / "mmpose.pth"
     torch.save({"meta": {"epoch": 300}, "state_dict": mmpose}, path)
     load_model_weights(target, str(path))

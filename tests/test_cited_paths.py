@@ -32,6 +32,8 @@ ORIGINALS_FILES = {
     "tools/crowdpose_concat_train_val.py",  # HigherHRNet's CrowdPose helper
     "experiments/crowd_pose/higher_hrnet/w32_512_adam_lr1e-3.yaml",  # HigherHRNet's folder name
 }
+# Files the build writes (git-ignored), which a fresh checkout does not have yet.
+GENERATED = {"lib/hrpose/nms/_oks_nms.c"}
 # Placeholders in usage text, and the modules tests/test_layers.py plants in a temporary package.
 PLACEHOLDERS = {"tools/{tool}", "experiments/....yaml", "losses/a.py", "losses/b.py",
                 "losses/c.py", "losses/d.py"}
@@ -68,7 +70,7 @@ def citations(text: str):
     """(path, base folder) pairs cited in a file's text."""
     for match in ROOT_PATH.finditer(text):
         path = match.group(1).rstrip(".,")
-        if path not in ORIGINALS_FILES and path not in PLACEHOLDERS:
+        if path not in ORIGINALS_FILES | PLACEHOLDERS | GENERATED:
             yield path, REPO_ROOT
     for match in PACKAGE_PATH.finditer(text):
         if match.group(1) not in PLACEHOLDERS:

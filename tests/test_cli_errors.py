@@ -95,7 +95,8 @@ def _blocked_output_cases():
         "export_onnx.py": ([*cfg, "--output", "blocker/model.onnx", "--random-weights"],
                            ["--output 'blocker/model.onnx'", "'blocker' is a file"]),
         "inference_demo.py": ([*cfg, "--image", "picture.jpg", "--output-dir", "blocker",
-                               *TINY_MODEL], ["--output-dir 'blocker' is a file, expected a folder"]),
+                               *TINY_MODEL],
+                              ["--output-dir 'blocker' is a file, expected a folder"]),
         "plot_coco.py": (["--results", "results.json", "--annotations", "annotations.json",
                           "--images", ".", "--output", "blocker/plots"],
                          ["--output 'blocker/plots'", "'blocker' is a file"]),
@@ -366,6 +367,7 @@ def test_os_errors_are_described_by_what_is_in_the_way(tmp_path):
 def test_a_full_disk_is_named_by_the_file_being_written(error_number, reason, tmp_path,
                                                         monkeypatch):
     import torch
+
     from hrpose.utils.checkpoint import save_checkpoint_atomic
 
     def full_disk_save(obj, stream, *args, **kwargs):
@@ -384,6 +386,7 @@ def test_a_full_disk_is_named_by_the_file_being_written(error_number, reason, tm
 def test_a_full_disk_during_an_export_names_the_onnx_file_not_its_temporary(tmp_path,
                                                                             monkeypatch):
     import torch
+
     from hrpose.apis.export import export_onnx, load_model_for_export
     from hrpose.config import load_config
     pytest.importorskip("onnx")

@@ -6,20 +6,30 @@ import pytest
 import torch
 
 from hrpose.codecs import dark
-from hrpose.codecs.dark import (decode_dark, encode_unbiased_heatmaps, gaussian_blur,
-                                opencv_gaussian_kernel, taylor_refine)
+from hrpose.codecs.dark import (
+    decode_dark,
+    encode_unbiased_heatmaps,
+    gaussian_blur,
+    opencv_gaussian_kernel,
+    taylor_refine,
+)
 from hrpose.codecs.heatmap import decode_standard, flip_back
 from hrpose.config import ConfigError, load_config
 from hrpose.datasets.metadata import COCO
 from hrpose.postprocess.topdown import decode_heatmaps
-from hrpose.utils.transforms import (affine_transform_points, fliplr_joints,
-                                     get_affine_transform, transform_preds)
+from hrpose.utils.transforms import (
+    affine_transform_points,
+    fliplr_joints,
+    get_affine_transform,
+    transform_preds,
+)
 
 HEATMAP_SIZE = (48, 64)  # (w, h)
 
 
 def gaussian_maps(centres: np.ndarray, sigma: float, size=HEATMAP_SIZE) -> torch.Tensor:
-    """(N, 2) sub-pixel centres -> (N, 1, H, W) float32 Gaussians drawn directly, not by the codec."""
+    """(N, 2) sub-pixel centres -> (N, 1, H, W) float32 Gaussians drawn directly, not by the
+    codec."""
     width, height = size
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     maps = np.exp(-((x[None] - centres[:, 0, None, None]) ** 2
@@ -98,7 +108,8 @@ def test_taylor_step_skips_the_border_band_and_by_choice_non_maxima():
 
 
 def test_unknown_dark_step_is_refused():
-    with pytest.raises(ValueError, match=r"one of \('reference', 'negative_definite'\), got 'newton'"):
+    with pytest.raises(ValueError,
+                       match=r"one of \('reference', 'negative_definite'\), got 'newton'"):
         decode_dark(torch.zeros(1, 1, 8, 8), 3, step="newton")
 
 
@@ -159,7 +170,8 @@ def test_default_step_is_darkposes_where_the_two_steps_differ(kernel_size):
     maps = noisy_one_peak_maps(kernel_size, 40)
     expected = darkpose_decode(maps, kernel_size)
     reference = decode_dark(torch.from_numpy(maps), kernel_size).coords.numpy()
-    maxima_only = decode_dark(torch.from_numpy(maps), kernel_size, "negative_definite").coords.numpy()
+    maxima_only = decode_dark(torch.from_numpy(maps), kernel_size,
+                              "negative_definite").coords.numpy()
     peaks = decode_standard(torch.from_numpy(maps), post_process=False).coords.numpy()
     differ = np.any(reference != maxima_only, axis=-1)
     assert differ.sum() >= 5  # the maps really hold joints where the policies part

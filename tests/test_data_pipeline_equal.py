@@ -17,8 +17,13 @@ from hrpose.codecs.dark import encode_unbiased_heatmaps
 from hrpose.codecs.heatmap import encode_gaussian_heatmaps
 from hrpose.datasets.metadata import COCO
 from hrpose.datasets.topdown import Augmentation, TopDownDataset, normalize_image
-from hrpose.utils.transforms import (affine_transform_points, box_to_center_scale, fliplr_joints,
-                                     get_affine_transform, half_body_transform)
+from hrpose.utils.transforms import (
+    affine_transform_points,
+    box_to_center_scale,
+    fliplr_joints,
+    get_affine_transform,
+    half_body_transform,
+)
 
 REFERENCE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 REFERENCE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 import torch
-from tiny_runs import make_tiny_dataset, tiny_topdown_opts
 
 from hrpose.config import load_config
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import validate_model
 from hrpose.models import registry
 from hrpose.utils.checkpoint import load_checkpoint_file
+from tiny_runs import make_tiny_dataset, tiny_topdown_opts
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 _spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)

@@ -8,14 +8,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_evaluation import (
-    CROWDPOSE_ANNOTATIONS,
-    CROWDPOSE_IMAGES,
-    CROWDPOSE_PREDICTIONS,
-    coco_gt_dict,
-    coco_predictions,
-    crowdpose_gt,
-)
 
 from hrpose.config import ConfigError, load_config
 from hrpose.config.update import CHOICES
@@ -26,6 +18,14 @@ from hrpose.evaluation import (
     backends,
     evaluate_coco_keypoints,
     evaluate_crowdpose_keypoints,
+)
+from test_evaluation import (
+    CROWDPOSE_ANNOTATIONS,
+    CROWDPOSE_IMAGES,
+    CROWDPOSE_PREDICTIONS,
+    coco_gt_dict,
+    coco_predictions,
+    crowdpose_gt,
 )
 
 # Problems per randomized test (COCO's sigmas and the CrowdPose protocol), and per variant of

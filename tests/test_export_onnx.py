@@ -16,9 +16,15 @@ from torch import nn
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from hrpose.apis.export import (BatchIndependentKernelAggregation, ExportError,  # noqa: E402
-                                check_onnx_parity, default_check_shapes, export_onnx,
-                                load_model_for_export, max_differences)
+from hrpose.apis.export import (  # noqa: E402
+    BatchIndependentKernelAggregation,
+    ExportError,
+    check_onnx_parity,
+    default_check_shapes,
+    export_onnx,
+    load_model_for_export,
+    max_differences,
+)
 from hrpose.config import load_config  # noqa: E402
 from hrpose.models.backbones.hrnext import KernelAggregation  # noqa: E402
 from hrpose.utils.checkpoint import CheckpointError  # noqa: E402

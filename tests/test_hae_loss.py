@@ -7,11 +7,14 @@ import pytest
 import torch
 
 from hrpose.codecs.associative_embedding import encode_ae_tags
-from hrpose.datasets.metadata import (DEFAULT_GROUP_SCHEME, KEYPOINT_INFO, KeypointInfo,
-                                      get_keypoint_info)
+from hrpose.datasets.metadata import (
+    DEFAULT_GROUP_SCHEME,
+    KEYPOINT_INFO,
+    KeypointInfo,
+    get_keypoint_info,
+)
 from hrpose.losses.associative_embedding import ae_loss
-from hrpose.losses.hierarchical_ae import (HierarchicalAELoss, group_table, hae_loss,
-                                           tukey_outliers)
+from hrpose.losses.hierarchical_ae import HierarchicalAELoss, group_table, hae_loss, tukey_outliers
 
 NUM_JOINTS, SIZE, SLOTS = 9, 4, 5
 # A 6-member group (fences can flag with 5 or more visible members), a pair and a singleton.

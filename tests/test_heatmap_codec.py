@@ -8,14 +8,24 @@ import pytest
 import torch
 
 from hrpose.codecs import heatmap as heatmap_codec
-from hrpose.codecs.heatmap import (HeatmapDecodeResult, decode_standard, encode_gaussian_heatmaps,
-                                   first_argmax, flip_back, get_max_preds,
-                                   shift_flipped_heatmaps)
+from hrpose.codecs.heatmap import (
+    HeatmapDecodeResult,
+    decode_standard,
+    encode_gaussian_heatmaps,
+    first_argmax,
+    flip_back,
+    get_max_preds,
+    shift_flipped_heatmaps,
+)
 from hrpose.config import get_default_config
 from hrpose.datasets.metadata import COCO, MPII
 from hrpose.postprocess.topdown import decode_poses
-from hrpose.utils.transforms import (affine_transform_points, get_affine_transform,
-                                     transform_preds, transform_preds_torch)
+from hrpose.utils.transforms import (
+    affine_transform_points,
+    get_affine_transform,
+    transform_preds,
+    transform_preds_torch,
+)
 
 
 def per_joint_target(joints, joints_vis, image_size, heatmap_size, sigma):

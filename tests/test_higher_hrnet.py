@@ -200,7 +200,8 @@ def test_checkpoint_missing_a_key_is_named(synthetic_model, tmp_path):
              if key != "deconv_layers.0.0.0.weight"}
     path = tmp_path / "truncated.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"missing keys \(1\): deconv_layers\.0\.0\.0\.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"missing keys \(1\): deconv_layers\.0\.0\.0\.weight"):
         load_model_weights(build(SYNTHETIC, seed=3), str(path))
 
 
@@ -310,7 +311,8 @@ def test_bad_bottom_up_values_name_the_key(opts, fragments):
 
 @pytest.mark.parametrize("opts, fragments", [
     (["MODEL.EXTRA.DECONV.KERNEL_SIZE", "[5]"], ["MODEL.EXTRA.DECONV.KERNEL_SIZE", "2, 3, 4"]),
-    (["MODEL.EXTRA.DECONV.CAT_OUTPUT", "[]"], ["MODEL.EXTRA.DECONV.CAT_OUTPUT", "NUM_DECONVS is 1"]),
+    (["MODEL.EXTRA.DECONV.CAT_OUTPUT", "[]"],
+     ["MODEL.EXTRA.DECONV.CAT_OUTPUT", "NUM_DECONVS is 1"]),
 ])
 def test_bad_deconv_values_are_named_when_the_model_is_built(opts, fragments):
     cfg = load_config(SYNTHETIC, opts)

@@ -182,7 +182,8 @@ def test_stacks_cost_the_same_and_gflops_grow_with_the_input():
     hg4, hg8 = config(HG4), config(HG8)
     rows = {4: summary(HG4), 8: summary(HG8)}
     assert hg4.MODEL.EXTRA.NUM_STACKS == 4 and hg8.MODEL.EXTRA.NUM_STACKS == 8
-    # Each extra stack: 13 + 1 units, fc and score, and the feedback fc_ and score_ of the stack before.
+    # Each extra stack: 13 + 1 units, fc and score, and the feedback fc_ and score_ of the stack
+    # before.
     per_stack = (rows[8].params - rows[4].params) / 4
     assert per_stack == 14 * 214_528 + 66_304 + 4_369 + 65_792 + 4_608
     # Four times the pixels, four times the work, but for the innermost level: 2x1 at 128x96 (3
@@ -265,7 +266,8 @@ def test_experiment_files_follow_darks_recipe():
         assert (cfg.MODEL.EXTRA.NUM_FEATURES, cfg.MODEL.EXTRA.NUM_BLOCKS) == (256, 1)
         assert (cfg.DATASET.ROT_FACTOR, cfg.DATASET.SCALE_FACTOR, cfg.DATASET.COLOR_RGB) == \
             (40, 0.3, False)
-        assert (cfg.TRAIN.LR, cfg.TRAIN.END_EPOCH, list(cfg.TRAIN.LR_STEP)) == (2.5e-4, 140, [90, 120])
+        assert ((cfg.TRAIN.LR, cfg.TRAIN.END_EPOCH, list(cfg.TRAIN.LR_STEP))
+                == (2.5e-4, 140, [90, 120]))
         assert cfg.TRAIN.BATCH_SIZE_PER_GPU == 8
     assert (hg4.MODEL.SIGMA, hg8.MODEL.SIGMA) == (1, 2)
 

@@ -15,13 +15,19 @@ from torch.nn import functional as F
 from hrpose.codecs.heatmap import decode_standard
 from hrpose.config import ConfigError, load_config
 from hrpose.models import build_model
-from hrpose.models.backbones.hrnext import (DynamicKernelConv, HRNeXtBlock, HRNeXtModule,
-                                            KernelAggregation, PoseHRNeXt)
+from hrpose.models.backbones.hrnext import (
+    DynamicKernelConv,
+    HRNeXtBlock,
+    HRNeXtModule,
+    KernelAggregation,
+    PoseHRNeXt,
+)
 from hrpose.models.complexity import hrnet_repo_gflops, measure_complexity, summarize
 from hrpose.utils.checkpoint import load_model_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HRNEXT_DIRS = [REPO_ROOT / "experiments" / name / "hrnext" for name in ("coco", "crowdpose", "ochuman")]
+HRNEXT_DIRS = [REPO_ROOT / "experiments" / name / "hrnext"
+               for name in ("coco", "crowdpose", "ochuman")]
 S_256 = str(HRNEXT_DIRS[0] / "hrnext_small_256x192.yaml")
 B_384 = str(HRNEXT_DIRS[0] / "hrnext_base_384x288.yaml")
 EXPERIMENTS = sorted(str(p) for d in HRNEXT_DIRS for p in d.glob("*.yaml"))
@@ -59,7 +65,8 @@ def small():
 
 
 def backbone_params(model):
-    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("final_layer"))
+    return sum(p.numel() for name, p in model.named_parameters()
+               if not name.startswith("final_layer"))
 
 
 # --- parameters, keys and GFLOPs --------------------------------------------------------------
@@ -447,7 +454,8 @@ def test_drop_path_rates_rise_linearly_and_act_in_training_only():
 @pytest.mark.parametrize("key, value, message", [
     ("MODEL.EXTRA.DROP_PATH_RATE", "1.0", r"MODEL\.EXTRA\.DROP_PATH_RATE must be in \[0, 1\)"),
     ("MODEL.EXTRA.MLP_RATIO", "0", r"MODEL\.EXTRA\.MLP_RATIO must be a positive integer"),
-    ("MODEL.EXTRA.STAGE3.NUM_MODULES", "0", r"MODEL\.EXTRA\.STAGE3\.NUM_MODULES must be a positive"),
+    ("MODEL.EXTRA.STAGE3.NUM_MODULES", "0",
+     r"MODEL\.EXTRA\.STAGE3\.NUM_MODULES must be a positive"),
     ("MODEL.EXTRA.STAGE4.NUM_CHANNELS", "[48,96,192,0]",
      r"MODEL\.EXTRA\.STAGE4\.NUM_CHANNELS must be a non-empty list of positive integers"),
     ("MODEL.EXTRA.STAGE1.NUM_KERNELS", "[0]", r"MODEL\.EXTRA\.STAGE1\.NUM_KERNELS must be"),

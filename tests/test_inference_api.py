@@ -87,7 +87,8 @@ def models(data, tmp_path_factory):
 
 def val_images(data_root):
     coco = load_coco_file(str(data_root / "annotations" / "person_keypoints_val.json"))
-    return coco, {image_id: str(data_root / "images" / "val" / coco.loadImgs(image_id)[0]["file_name"])
+    return coco, {image_id: str(data_root / "images" / "val"
+                                / coco.loadImgs(image_id)[0]["file_name"])
                   for image_id in sorted(coco.getImgIds())}
 
 

@@ -1,4 +1,5 @@
-"""Model architectures: checkpoint key grammar, parameter counts, loading, FLOPs and one training step."""
+"""Model architectures: checkpoint key grammar, parameter counts, loading, FLOPs and one training
+step."""
 
 import logging
 import re
@@ -17,8 +18,7 @@ from hrpose.models import build_model
 from hrpose.models.backbones.hrnet import HighResolutionModule, HighResolutionNet, HRNetSpec
 from hrpose.models.backbones.hrnext import DynamicKernelConv
 from hrpose.models.blocks import BasicBlock
-from hrpose.models.complexity import (hrnet_repo_gflops, hrnext_gflops, measure_complexity,
-                                      summarize)
+from hrpose.models.complexity import hrnet_repo_gflops, hrnext_gflops, measure_complexity, summarize
 from hrpose.utils.checkpoint import CheckpointError, load_model_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +37,15 @@ SYNTHETIC_RESNET = str(EXPERIMENTS / "synthetic/resnet/res18_128x96_d64x3_adam_l
 HRNET_WHITELIST = ("['conv1','bn1','conv2','bn2','layer1','transition1','stage2','transition2',"
                    "'stage3','transition3','stage4']")
 
-# HRNet's lib/models/pose_hrnet.py (leoxiaobin/deep-high-resolution-net.pytorch): tensors per top-level prefix of pose_hrnet_w32 with 17 joints, in module order.
+# HRNet's lib/models/pose_hrnet.py (leoxiaobin/deep-high-resolution-net.pytorch): tensors per
+# top-level prefix of pose_hrnet_w32 with 17 joints, in module order.
 W32_PREFIX_COUNTS = {
     "conv1": 1, "bn1": 5, "conv2": 1, "bn2": 5, "layer1": 78, "transition1": 12, "stage2": 108,
     "transition2": 6, "stage3": 744, "transition3": 6, "stage4": 786, "final_layer": 2,
 }
 
-# The key names of HRNet's lib/models/pose_hrnet.py as regular expressions; every key of an HRNet pose checkpoint matches one.
+# The key names of HRNet's lib/models/pose_hrnet.py as regular expressions; every key of an HRNet
+# pose checkpoint matches one.
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 HRNET_KEY_GRAMMAR = [re.compile(pattern + "$") for pattern in (
     r"conv[12]\.weight",
@@ -181,7 +183,8 @@ def test_w48_has_the_w32_keys_with_wider_shapes(w32, w48):
 def test_resnet50_keys(r50):
     s = shapes(r50)
     assert len(s) == 338
-    head = {key: shape for key, shape in s.items() if key.startswith(("deconv_layers", "final_layer"))}
+    head = {key: shape for key, shape in s.items()
+            if key.startswith(("deconv_layers", "final_layer"))}
     expected_head = {"deconv_layers.0.weight": (2048, 256, 4, 4),
                      "deconv_layers.3.weight": (256, 256, 4, 4),
                      "deconv_layers.6.weight": (256, 256, 4, 4),
@@ -290,7 +293,8 @@ def test_w48_checkpoint_into_w32_reports_mis_shaped_keys(w48, fresh_w32, tmp_pat
     path = tmp_path / "pose_hrnet_w48_256x192.pth"
     torch.save(w48.state_dict(), path)
     before = fresh_w32.conv1.weight.clone()
-    with pytest.raises(CheckpointError, match=r"mis-shaped keys \(\d+\): transition1\.0\.0\.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"mis-shaped keys \(\d+\): transition1\.0\.0\.weight"):
         load_model_weights(fresh_w32, str(path))
     assert torch.equal(fresh_w32.conv1.weight, before)
 
@@ -355,7 +359,8 @@ def test_pretrained_star_skips_mis_shaped_tensors_with_a_warning(tmp_path, caplo
                       "MODEL.EXTRA.PRETRAINED_LAYERS", "['*']", is_train=True)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "final_layer.weight: (17, 16, 1, 1) in file vs (16, 16, 1, 1) in model" in warnings[0].message
+    assert ("final_layer.weight: (17, 16, 1, 1) in file vs (16, 16, 1, 1) in model"
+            in warnings[0].message)
     assert "final_layer.bias" in warnings[0].message
     assert torch.equal(model.stage4[0].branches[3][1].conv2.weight,
                        state["stage4.0.branches.3.1.conv2.weight"])
@@ -382,7 +387,8 @@ def test_resnet_pretrained_loads_torchvision_weights_and_ignores_fc(tmp_path, ca
 @pytest.mark.parametrize("cfg_path", [SYNTHETIC, R50_256])
 def test_missing_pretrained_file_raises(cfg_path, tmp_path):
     missing = str(tmp_path / "no_such_imagenet.pth")
-    with torch.device("meta"), pytest.raises(CheckpointError, match="MODEL.PRETRAINED file not found"):
+    with torch.device("meta"), pytest.raises(CheckpointError,
+                                             match="MODEL.PRETRAINED file not found"):
         build(cfg_path, "MODEL.PRETRAINED", missing, is_train=True)
 
 
@@ -408,7 +414,8 @@ def test_eval_build_ignores_pretrained_and_unknown_name_is_named():
     (R50_256, 34.0e6, 5.43, 8.9, 0.02),
     (R101_256, 53.0e6, None, 12.4, 0.02),
     (R152_256, 68.6e6, None, 15.7, 0.02),
-    # DARK's 128x96 rows (HRNet: the exact count of HRNet's lib/utils/utils.py get_model_summary hooks; its README rounds).
+    # DARK's 128x96 rows (HRNet: the exact count of HRNet's lib/utils/utils.py get_model_summary
+    # hooks; its README rounds).
     (str(EXPERIMENTS / "coco/hrnet/w32_128x96_adam_lr1e-3.yaml"), 28.5e6, None, 1.78, 0.01),
     (str(EXPERIMENTS / "coco/hrnet/w48_128x96_adam_lr1e-3.yaml"), 63.6e6, None, 3.65, 0.01),
     (str(EXPERIMENTS / "coco/resnet/res50_128x96_d256x3_adam_lr1e-3.yaml"), 34.0e6, None, 2.3,

@@ -1,4 +1,5 @@
-"""OKS NMS: compiled and NumPy bit for bit, against a brute-force reference, HRNet's oks_iou, by hand."""
+"""OKS NMS: compiled and NumPy bit for bit, against a brute-force reference, HRNet's oks_iou, by
+hand."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def clustered_problem(rng: np.random.Generator, sigmas: np.ndarray = SIGMAS) -> 
     num_keypoints = len(sigmas)
     num_poses = int(rng.integers(0, 31))
     num_people = int(rng.integers(1, 4))
-    people = rng.uniform(0, 150, (num_people, 1, 2)) + rng.normal(0, 25, (num_people, num_keypoints, 2))
-    jitter = rng.exponential(4.0, (num_poses, 1, 1)) * rng.normal(size=(num_poses, num_keypoints, 2))
+    people = (rng.uniform(0, 150, (num_people, 1, 2))
+              + rng.normal(0, 25, (num_people, num_keypoints, 2)))
+    jitter = (rng.exponential(4.0, (num_poses, 1, 1))
+              * rng.normal(size=(num_poses, num_keypoints, 2)))
     xy = people[rng.integers(0, num_people, num_poses)] + jitter
     keypoint_scores = rng.uniform(0, 1, (num_poses, num_keypoints, 1))
     scores = rng.uniform(0, 1, num_poses)
@@ -69,7 +72,8 @@ def clustered_problem(rng: np.random.Generator, sigmas: np.ndarray = SIGMAS) -> 
 
 
 def reference_oks(g, d, area_g, area_d, sigmas, vis_threshold) -> float:
-    """OKS of poses g and d (lists of [x, y, score]) straight from its definition, one keypoint at a time."""
+    """OKS of poses g and d (lists of [x, y, score]) straight from its definition, one keypoint at
+    a time."""
     total = 0.0
     counted = 0
     for k, sigma in enumerate(sigmas):
@@ -85,7 +89,8 @@ def reference_oks(g, d, area_g, area_d, sigmas, vis_threshold) -> float:
 
 
 class ReferenceOks:
-    """Memoised reference OKS between poses i and j of one problem; the NMS loops ask for pairs repeatedly."""
+    """Memoised reference OKS between poses i and j of one problem; the NMS loops ask for pairs
+    repeatedly."""
 
     def __init__(self, problem: Problem):
         self.poses = problem.poses.tolist()
@@ -96,14 +101,16 @@ class ReferenceOks:
 
     def __call__(self, i: int, j: int) -> float:
         if (i, j) not in self.cache:
-            self.cache[i, j] = reference_oks(self.poses[i], self.poses[j], self.areas[i], self.areas[j],
-                                             self.sigmas, self.vis_threshold)
+            self.cache[i, j] = reference_oks(self.poses[i], self.poses[j], self.areas[i],
+                                             self.areas[j], self.sigmas, self.vis_threshold)
         return self.cache[i, j]
 
 
 def descending(scores: list[float]) -> list[int]:
-    """Positions by descending score; ties go to the later position (numpy's stable argsort reversed)."""
-    return sorted(range(len(scores)), key=lambda position: (scores[position], position), reverse=True)
+    """Positions by descending score; ties go to the later position (numpy's stable argsort
+    reversed)."""
+    return sorted(range(len(scores)), key=lambda position: (scores[position], position),
+                  reverse=True)
 
 
 def reference_oks_nms(problem: Problem, oks: ReferenceOks) -> list[int]:
@@ -116,7 +123,8 @@ def reference_oks_nms(problem: Problem, oks: ReferenceOks) -> list[int]:
     return kept
 
 
-def reference_soft_oks_nms(problem: Problem, oks: ReferenceOks, method: str, max_dets: int = 20) -> list[int]:
+def reference_soft_oks_nms(problem: Problem, oks: ReferenceOks, method: str,
+                           max_dets: int = 20) -> list[int]:
     scores = problem.scores.tolist()
     order = descending(scores)
     remaining = [scores[i] for i in order]
@@ -138,17 +146,18 @@ def reference_soft_oks_nms(problem: Problem, oks: ReferenceOks, method: str, max
 
 ALGORITHMS = {
     "oks_nms": (
-        lambda impl, p: impl.oks_nms(p.poses, p.scores, p.areas, p.threshold, SIGMAS, p.vis_threshold),
+        lambda impl, p: impl.oks_nms(p.poses, p.scores, p.areas, p.threshold, SIGMAS,
+                                     p.vis_threshold),
         reference_oks_nms,
     ),
     "soft_gaussian": (
-        lambda impl, p: impl.soft_oks_nms(p.poses, p.scores, p.areas, p.threshold, SIGMAS, p.vis_threshold,
-                                          method="gaussian"),
+        lambda impl, p: impl.soft_oks_nms(p.poses, p.scores, p.areas, p.threshold, SIGMAS,
+                                          p.vis_threshold, method="gaussian"),
         lambda p, oks: reference_soft_oks_nms(p, oks, "gaussian"),
     ),
     "soft_linear": (
-        lambda impl, p: impl.soft_oks_nms(p.poses, p.scores, p.areas, p.threshold, SIGMAS, p.vis_threshold,
-                                          method="linear"),
+        lambda impl, p: impl.soft_oks_nms(p.poses, p.scores, p.areas, p.threshold, SIGMAS,
+                                          p.vis_threshold, method="linear"),
         lambda p, oks: reference_soft_oks_nms(p, oks, "linear"),
     ),
 }
@@ -163,14 +172,16 @@ def random_problems() -> list[Problem]:
 @pytest.fixture(scope="module")
 def reference_results(random_problems) -> dict[str, list[list[int]]]:
     oks_tables = [ReferenceOks(problem) for problem in random_problems]
-    return {name: [reference(problem, oks) for problem, oks in zip(random_problems, oks_tables, strict=True)]
+    return {name: [reference(problem, oks)
+                   for problem, oks in zip(random_problems, oks_tables, strict=True)]
             for name, (_, reference) in ALGORITHMS.items()}
 
 
 def test_random_problems_actually_suppress(random_problems, reference_results):
     # Without real overlaps the agreement tests below would prove little.
     suppressing = [len(kept) < len(problem.scores)
-                   for problem, kept in zip(random_problems, reference_results["oks_nms"], strict=True)
+                   for problem, kept in zip(random_problems, reference_results["oks_nms"],
+                                            strict=True)
                    if len(problem.scores) > 1]
     assert np.mean(suppressing) > 0.5
 
@@ -178,7 +189,8 @@ def test_random_problems_actually_suppress(random_problems, reference_results):
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
 def test_same_kept_indices_as_reference(impl, algorithm, random_problems, reference_results):
     run, _ = ALGORITHMS[algorithm]
-    for number, (problem, expected) in enumerate(zip(random_problems, reference_results[algorithm], strict=True)):
+    for number, (problem, expected) in enumerate(zip(random_problems, reference_results[algorithm],
+                                                     strict=True)):
         kept = run(impl, problem)
         assert kept.dtype == np.int64
         assert kept.tolist() == expected, f"problem {number} ({len(problem.scores)} poses)"
@@ -199,7 +211,8 @@ def borderline_problem(rng: np.random.Generator, sigmas: np.ndarray) -> Problem:
     base = rng.uniform(0, 100, (1, num_keypoints, 2))
     variances = (2 * sigmas) ** 2
     # Offsets of length sqrt(2 e_k var_k area) give keypoint error e_k.
-    errors = rng.uniform(17, 21, (num_poses, 1, 1)) + rng.normal(0, 0.5, (num_poses, num_keypoints, 1))
+    errors = (rng.uniform(17, 21, (num_poses, 1, 1))
+              + rng.normal(0, 0.5, (num_poses, num_keypoints, 1)))
     directions = rng.normal(size=(num_poses, num_keypoints, 2))
     directions /= np.linalg.norm(directions, axis=2, keepdims=True)
     offsets = directions * np.sqrt(2 * errors * variances[None, :, None] * area)
@@ -281,7 +294,8 @@ def hrnet_oks_nms(poses, scores, areas, threshold, sigmas, in_vis_thre) -> list[
     while order.size > 0:
         top = order[0]
         kept.append(int(top))
-        oks = hrnet_oks_iou(flat[top], flat[order[1:]], areas[top], areas[order[1:]], sigmas, in_vis_thre)
+        oks = hrnet_oks_iou(flat[top], flat[order[1:]], areas[top], areas[order[1:]], sigmas,
+                            in_vis_thre)
         order = order[1:][oks <= threshold]
     return kept
 
@@ -297,8 +311,8 @@ def test_candidate_vis_rule_is_the_references_in_vis_thre(impl, sigmas):
         threshold = p.vis_threshold if p.vis_threshold is not None else 0.5
         flat = p.poses.reshape(len(p.poses), -1)
         expected = hrnet_oks_iou(flat[0], flat[1:], p.areas[0], p.areas[1:], sigmas, threshold)
-        candidate = impl.oks_iou(p.poses[0], p.poses[1:], p.areas[0], p.areas[1:], sigmas, threshold,
-                                 vis_rule="candidate")
+        candidate = impl.oks_iou(p.poses[0], p.poses[1:], p.areas[0], p.areas[1:], sigmas,
+                                 threshold, vis_rule="candidate")
         both = impl.oks_iou(p.poses[0], p.poses[1:], p.areas[0], p.areas[1:], sigmas, threshold)
         # np.sum adds pairwise, hrpose left to right: equal up to rounding.
         np.testing.assert_allclose(candidate, expected, rtol=1e-13, atol=1e-300)
@@ -315,7 +329,8 @@ def test_reference_in_vis_thre_ignores_the_kept_poses_scores(impl):
     sigmas = np.array([0.5, 0.25])
     pose = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.1]])
     candidate = np.array([[[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]])
-    expected = hrnet_oks_iou(pose.reshape(-1), candidate.reshape(1, -1), 1.0, np.ones(1), sigmas, 0.5)
+    expected = hrnet_oks_iou(pose.reshape(-1), candidate.reshape(1, -1), 1.0, np.ones(1), sigmas,
+                             0.5)
     assert expected == pytest.approx([(math.exp(-0.5) + math.exp(-2.0)) / 2], rel=1e-15)
     assert impl.oks_iou(pose, candidate, 1.0, np.ones(1), sigmas, 0.5, vis_rule="candidate") == \
         pytest.approx(expected, rel=1e-15)
@@ -336,7 +351,8 @@ def test_order_is_descending_score_with_ties_to_the_higher_index(impl, num_poses
     expected = sorted(range(num_poses), key=lambda i: (tied[i], i), reverse=True)
     assert impl.oks_nms(poses, tied, areas, 0.5, SIGMAS).tolist() == expected
     distinct = rng.permutation(num_poses) / num_poses
-    assert impl.oks_nms(poses, distinct, areas, 0.5, SIGMAS).tolist() == np.argsort(distinct)[::-1].tolist()
+    assert (impl.oks_nms(poses, distinct, areas, 0.5, SIGMAS).tolist()
+            == np.argsort(distinct)[::-1].tolist())
     # Far-apart poses decay by exactly 1; soft NMS re-ranks the rest the same way after each
     # kept pose, so tied scores swap at every step, as the reference's re-sort does.
     remaining, soft_expected = expected, []
@@ -344,7 +360,8 @@ def test_order_is_descending_score_with_ties_to_the_higher_index(impl, num_poses
         soft_expected.append(remaining[0])
         rest = remaining[1:]
         remaining = [rest[position] for position in descending([tied[i] for i in rest])]
-    assert impl.soft_oks_nms(poses, tied, areas, 0.5, SIGMAS, max_dets=num_poses).tolist() == soft_expected
+    assert (impl.soft_oks_nms(poses, tied, areas, 0.5, SIGMAS, max_dets=num_poses).tolist()
+            == soft_expected)
 
 
 @pytest.mark.parametrize("vis_threshold", [None, 0.5])
@@ -368,8 +385,8 @@ def test_hand_computed_oks(impl):
     all_keypoints = impl.oks_iou(pose, candidates, 1.0, areas, sigmas)
     assert all_keypoints == pytest.approx([(math.exp(-0.5) + math.exp(-2.0)) / 2] * 3, rel=1e-12)
     visible_only = impl.oks_iou(pose, candidates, 1.0, areas, sigmas, vis_threshold=0.5)
-    assert visible_only == pytest.approx([(math.exp(-0.5) + math.exp(-2.0)) / 2, math.exp(-0.5), 0.0],
-                                         rel=1e-12)
+    assert visible_only == pytest.approx([(math.exp(-0.5) + math.exp(-2.0)) / 2, math.exp(-0.5),
+                                          0.0], rel=1e-12)
 
 
 def two_people_three_poses():
@@ -384,8 +401,10 @@ def test_hand_computed_nms(impl):
     poses, scores, areas = two_people_three_poses()
     assert impl.oks_nms(poses, scores, areas, 0.5, SIGMAS).tolist() == [1, 2]
     # Pose 0's score decays below pose 2's, so it comes back last.
-    assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS, method="gaussian").tolist() == [1, 2, 0]
-    assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS, method="linear").tolist() == [1, 2, 0]
+    assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS,
+                             method="gaussian").tolist() == [1, 2, 0]
+    assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS,
+                             method="linear").tolist() == [1, 2, 0]
     assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS, max_dets=2).tolist() == [1, 2]
     assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS, max_dets=0).tolist() == []
 
@@ -401,7 +420,8 @@ def test_ties_and_nan_scores_rank_like_reversed_stable_argsort(impl):
     assert impl.oks_nms(poses, scores, areas, 0.5, SIGMAS).tolist() == expected
     # Soft NMS re-sorts the remaining poses after each kept one, and each reversed stable sort swaps
     # the two tied 0.5 scores again, as the reference's argsort()[::-1] does.
-    assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS, method="linear").tolist() == [4, 1, 3, 0, 2]
+    assert impl.soft_oks_nms(poses, scores, areas, 0.5, SIGMAS,
+                             method="linear").tolist() == [4, 1, 3, 0, 2]
 
 
 def test_nan_coordinates_give_nan_oks_and_are_suppressed(impl):
@@ -423,34 +443,39 @@ def test_empty_input_keeps_nothing(impl, poses):
 
 
 BAD_CALLS = {
-    "poses 2-D": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS)), np.zeros(4), np.ones(4), 0.9, SIGMAS),
+    "poses 2-D": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS)), np.zeros(4), np.ones(4), 0.9,
+                                      SIGMAS),
                   r"poses must have shape \(N, K, 3\), got \(4, 17\); sigmas has 17 entries"),
-    "K differs from sigmas": (lambda f: f.oks_nms(np.zeros((4, 5, 3)), np.zeros(4), np.ones(4), 0.9, SIGMAS),
-                              r"poses must have shape \(N, K, 3\), got \(4, 5, 3\); sigmas has 17 entries"),
-    "scores length": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(3), np.ones(4), 0.9, SIGMAS),
+    "K differs from sigmas": (lambda f: f.oks_nms(np.zeros((4, 5, 3)), np.zeros(4), np.ones(4), 0.9,
+                                                  SIGMAS),
+                              r"poses must have shape \(N, K, 3\), got \(4, 5, 3\); "
+                              r"sigmas has 17 entries"),
+    "scores length": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(3), np.ones(4),
+                                          0.9, SIGMAS),
                       r"scores must have shape \(N,\) = \(4,\)"),
-    "areas length": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4), np.ones(5), 0.9,
-                                              SIGMAS),
+    "areas length": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4),
+                                              np.ones(5), 0.9, SIGMAS),
                      r"areas must have shape \(N,\) = \(4,\)"),
-    "sigmas 2-D": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4), np.ones(4), 0.9,
-                                       SIGMAS[None]),
+    "sigmas 2-D": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4), np.ones(4),
+                                       0.9, SIGMAS[None]),
                    r"sigmas must be a non-empty 1-D array"),
-    "sigma zero": (lambda f: f.oks_nms(np.zeros((4, 2, 3)), np.zeros(4), np.ones(4), 0.9, [0.1, 0.0]),
+    "sigma zero": (lambda f: f.oks_nms(np.zeros((4, 2, 3)), np.zeros(4), np.ones(4), 0.9,
+                                       [0.1, 0.0]),
                    r"sigmas must all be positive"),
-    "unknown method": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4), np.ones(4), 0.9,
-                                                SIGMAS, method="hard"),
+    "unknown method": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4),
+                                                np.ones(4), 0.9, SIGMAS, method="hard"),
                        r"method must be one of"),
-    "negative max_dets": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4), np.ones(4),
-                                                   0.9, SIGMAS, max_dets=-1),
+    "negative max_dets": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4),
+                                                   np.ones(4), 0.9, SIGMAS, max_dets=-1),
                           r"max_dets must be a non-negative integer"),
-    "gaussian threshold zero": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4),
-                                                         np.ones(4), 0.0, SIGMAS),
+    "gaussian threshold zero": (lambda f: f.soft_oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)),
+                                                         np.zeros(4), np.ones(4), 0.0, SIGMAS),
                                 r"threshold, so it must be positive"),
-    "unknown vis_rule": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4), np.ones(4), 0.9,
-                                             SIGMAS, 0.5, vis_rule="pose"),
+    "unknown vis_rule": (lambda f: f.oks_nms(np.zeros((4, NUM_KEYPOINTS, 3)), np.zeros(4),
+                                             np.ones(4), 0.9, SIGMAS, 0.5, vis_rule="pose"),
                          r"vis_rule must be one of \('both', 'candidate'\), got 'pose'"),
-    "oks pose shape": (lambda f: f.oks_iou(np.zeros((5, 3)), np.zeros((2, NUM_KEYPOINTS, 3)), 1.0, np.ones(2),
-                                           SIGMAS),
+    "oks pose shape": (lambda f: f.oks_iou(np.zeros((5, 3)), np.zeros((2, NUM_KEYPOINTS, 3)), 1.0,
+                                           np.ones(2), SIGMAS),
                        r"pose must have shape \(K, 3\), got \(5, 3\); sigmas has 17 entries"),
 }
 
@@ -465,7 +490,8 @@ def test_shape_and_option_errors(impl, case):
 FALLBACK_SCRIPT = textwrap.dedent("""
     import json, sys, warnings
     import numpy as np
-    # A None entry makes `from hrpose.nms import _oks_nms` raise ImportError, as if it were never built.
+    # A None entry makes `from hrpose.nms import _oks_nms` raise ImportError, as if it were
+    # never built.
     sys.modules["hrpose.nms._oks_nms"] = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -476,7 +502,8 @@ FALLBACK_SCRIPT = textwrap.dedent("""
                 "soft_gaussian": nms.soft_oks_nms(*args).tolist(),
                 "soft_linear": nms.soft_oks_nms(*args, method="linear").tolist()}
     print(json.dumps({"compiled": nms.COMPILED, "is_numpy": nms.oks_nms is nms.numpy_impl.oks_nms,
-                      "warnings": [[w.category.__name__, str(w.message)] for w in caught], "kept": kept}))
+                      "warnings": [[w.category.__name__, str(w.message)] for w in caught],
+                      "kept": kept}))
 """)
 
 
@@ -484,7 +511,8 @@ def test_numpy_fallback_warns_once_and_gives_the_same_results(tmp_path: Path):
     rng = np.random.default_rng(7)
     problem = next(p for p in iter(lambda: clustered_problem(rng), None) if len(p.scores) >= 10)
     problem_file = tmp_path / "problem.npz"
-    np.savez(problem_file, poses=problem.poses, scores=problem.scores, areas=problem.areas, sigmas=SIGMAS)
+    np.savez(problem_file, poses=problem.poses, scores=problem.scores, areas=problem.areas,
+             sigmas=SIGMAS)
     # Run against the same hrpose this test imported, whether installed or on the path.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(hrpose.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}

@@ -6,16 +6,28 @@ import numpy as np
 import pytest
 import torch
 
-from hrpose.codecs.regression import (CENTER_MIN_AREA, RegressionTargetParams,
-                                      areas_in_input_pixels, center_joints,
-                                      channel_sigmas, decode_ideal_targets,
-                                      encode_offsets, encode_regression_targets,
-                                      encode_tradeoff_heatmaps, per_branch_values,
-                                      with_center_joint)
+from hrpose.codecs.regression import (
+    CENTER_MIN_AREA,
+    RegressionTargetParams,
+    areas_in_input_pixels,
+    center_joints,
+    channel_sigmas,
+    decode_ideal_targets,
+    encode_offsets,
+    encode_regression_targets,
+    encode_tradeoff_heatmaps,
+    per_branch_values,
+    with_center_joint,
+)
 from hrpose.config import ConfigError, get_default_config
-from hrpose.losses.regression import (RegressionLoss, branch_heatmap_loss, offsets_loss,
-                                      smooth_l1, total_regression_loss, tradeoff_heatmap_loss)
-
+from hrpose.losses.regression import (
+    RegressionLoss,
+    branch_heatmap_loss,
+    offsets_loss,
+    smooth_l1,
+    total_regression_loss,
+    tradeoff_heatmap_loss,
+)
 
 # ------------------------------------------------------------------------------------------------
 # Slow, obvious versions of the reference's generators (pixel loops), to compare against.

@@ -17,8 +17,11 @@ from hrpose.codecs.regression import RegressionTargetParams
 from hrpose.config import load_config
 from hrpose.datasets.bottomup import BottomUpAugmentation
 from hrpose.datasets.metadata import get_keypoint_info
-from hrpose.datasets.regression import (RegressionDataset, build_regression_dataset,
-                                        collate_regression_batch)
+from hrpose.datasets.regression import (
+    RegressionDataset,
+    build_regression_dataset,
+    collate_regression_batch,
+)
 
 SIDE = 200
 OUTPUT = 32

@@ -7,12 +7,22 @@ from scipy.optimize import curve_fit
 
 from hrpose.config import ConfigError, get_default_config
 from hrpose.datasets.metadata import COCO
-from hrpose.postprocess.regression import (RegressionTestParams, absorb_heat, candidate_poses,
-                                           fit_gaussian_windows, flipped_input,
-                                           gaussian_fit_adjust, heat_values, infer_regression,
-                                           offsets_to_keypoints, pool_kernel, pose_nms,
-                                           unflip_heatmaps, unflip_keypoint_maps,
-                                           up_interpolate)
+from hrpose.postprocess.regression import (
+    RegressionTestParams,
+    absorb_heat,
+    candidate_poses,
+    fit_gaussian_windows,
+    flipped_input,
+    gaussian_fit_adjust,
+    heat_values,
+    infer_regression,
+    offsets_to_keypoints,
+    pool_kernel,
+    pose_nms,
+    unflip_heatmaps,
+    unflip_keypoint_maps,
+    up_interpolate,
+)
 
 J = 17
 FLIP_INDEX = tuple(int(i) for i in COCO.flip_index)

@@ -1,6 +1,7 @@
 """The keypoint-regression experiment files: each loads, builds its model, targets, loss and test
-settings, and holds the reference's values (HRNet/HRNet-Bottom-Up-Pose-Estimation lib/config/default.py and its experiment files, written out here);
-configs that do not fit a regression model stop with an error that names the key."""
+settings, and holds the reference's values (HRNet/HRNet-Bottom-Up-Pose-Estimation
+lib/config/default.py and its experiment files, written out here); configs that do not fit a
+regression model stop with an error that names the key."""
 
 from pathlib import Path
 

@@ -1,8 +1,10 @@
-"""The 2020 heatmap-guided regression networks (pose_hrnet_regression, pose_higher_hrnet_regression),
-their adaptive (STN) convolution, the P20 complexity convention, and the rescore network.
+"""The 2020 heatmap-guided regression networks (pose_hrnet_regression,
+pose_higher_hrnet_regression), their adaptive (STN) convolution, the P20 complexity convention,
+and the rescore network.
 
-Expected key names, shapes and counts are written from the regression repository's lib/models/pose_hrnet.py, pose_higher_hrnet.py,
-conv_module.py, predictOKS.py and its README table, not read back from the models.
+Expected key names, shapes and counts are written from the regression repository's
+lib/models/pose_hrnet.py, pose_higher_hrnet.py, conv_module.py, predictOKS.py and its README
+table, not read back from the models.
 """
 
 import math
@@ -325,8 +327,8 @@ def head_keys(higher):
 
 TRUNK_PREFIXES = ("conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2",
                   "transition2", "stage3", "transition3", "stage4")
-# Tensors per trunk prefix of HRNet-W32 (HRNet's lib/models/pose_hrnet.py), with stage 4's last module fusing into
-# all four outputs: 786 + (3 + 4 + 6 conv/BN pairs of six tensors) = 864.
+# Tensors per trunk prefix of HRNet-W32 (HRNet's lib/models/pose_hrnet.py), with stage 4's last
+# module fusing into all four outputs: 786 + (3 + 4 + 6 conv/BN pairs of six tensors) = 864.
 TRUNK_COUNTS = {"conv1": 1, "bn1": 5, "conv2": 1, "bn2": 5, "layer1": 78, "transition1": 12,
                 "stage2": 108, "transition2": 6, "stage3": 744, "transition3": 6, "stage4": 864}
 
@@ -399,7 +401,8 @@ def test_a_missing_branch_key_is_reported_by_name(tmp_path):
 # --- parameters and GFLOPs ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, width, input_size, unique, per_call, gflops", [
-    # The regression repository's README table and its get_model_summary count (unique; with repeats).
+    # The regression repository's README table and its get_model_summary count (unique; with
+    # repeats).
     (HRNET_REG, 32, 512, 30.68e6, 30.75e6, 64.9),
     (HRNET_REG, 48, 640, 66.80e6, 66.96e6, 174.3),
     (HIGHER_REG, 48, 640, 66.90e6, 66.99e6, 181.9),

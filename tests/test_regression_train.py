@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_runs import make_tiny_dataset, run_opts
 
 from hrpose.apis.export import ExportError, load_model_for_export
 from hrpose.apis.predictor import PosePredictor
@@ -27,6 +26,7 @@ from hrpose.evaluation.coco import evaluate_coco_keypoints
 from hrpose.models import build_model
 from hrpose.postprocess.regression import RegressionTestParams, infer_regression
 from hrpose.utils.checkpoint import load_checkpoint_file
+from tiny_runs import make_tiny_dataset, run_opts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGRESSION_CFG = ("experiments/synthetic/hrnet_regression/"

@@ -12,11 +12,21 @@ from pycocotools.cocoeval import COCOeval
 
 from hrpose.datasets.metadata import COCO, CROWDPOSE, MPII, SYNTHETIC
 from hrpose.errors import DataError, DataFileNotFoundError
-from hrpose.postprocess.rescore import (COCO_AREA_RANGES, Rescorer, RescoreData,
-                                        apply_rescore_net, best_oks_per_detection, coco_oks,
-                                        concatenate_rescore_data, pose_rescore_features,
-                                        read_rescore_data, rescore_feature, rescore_samples,
-                                        rescore_training_arrays, write_rescore_data)
+from hrpose.postprocess.rescore import (
+    COCO_AREA_RANGES,
+    RescoreData,
+    Rescorer,
+    apply_rescore_net,
+    best_oks_per_detection,
+    coco_oks,
+    concatenate_rescore_data,
+    pose_rescore_features,
+    read_rescore_data,
+    rescore_feature,
+    rescore_samples,
+    rescore_training_arrays,
+    write_rescore_data,
+)
 
 
 def loop_feature(pose, limbs, torso):

@@ -17,8 +17,11 @@ from hrpose.datasets.metadata import get_keypoint_info
 from hrpose.datasets.regression import build_regression_dataset
 from hrpose.datasets.synthetic import generate_synthetic_dataset
 from hrpose.engine import regression
-from hrpose.engine.rescore import (train_rescore_net, train_rescore_net_of_config,
-                                   write_rescore_data_of_config)
+from hrpose.engine.rescore import (
+    train_rescore_net,
+    train_rescore_net_of_config,
+    write_rescore_data_of_config,
+)
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import train, validate_model
 from hrpose.errors import DataError

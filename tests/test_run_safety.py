@@ -20,8 +20,7 @@ from hrpose.engine.run_dir import create_run
 from hrpose.evaluation.pckh import save_mpii_predictions
 from hrpose.evaluation.results import write_keypoint_results
 from hrpose.models import registry
-from hrpose.utils.checkpoint import (load_checkpoint_file, load_model_weights,
-                                     save_checkpoint_atomic)
+from hrpose.utils.checkpoint import load_checkpoint_file, load_model_weights, save_checkpoint_atomic
 from hrpose.utils.io import atomic_write, remove_stale_temporaries
 from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config, tiny_topdown_opts
 

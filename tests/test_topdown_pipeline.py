@@ -6,11 +6,11 @@ import sys
 
 import pytest
 import torch
-from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config
 
 from hrpose.engine.run_dir import create_run
 from hrpose.engine.trainer import train, validate_model
 from hrpose.utils.checkpoint import load_checkpoint_file
+from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config
 
 SYNTHETIC_RESNET_CFG = "experiments/synthetic/resnet/res18_128x96_d64x3_adam_lr2e-3.yaml"
 
@@ -50,7 +50,8 @@ def test_train_then_validate_reproduces_the_ap(repo_root, tiny_data, tmp_path, c
                                     os.path.join(paths.output_dir, "model_best.pth"), *opts,
                                     cfg_file=cfg_file)
     assert validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid")) == best
-    fused = validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid"), fuse_batch_norm=True)
+    fused = validate_model(valid_cfg, create_run(valid_cfg, cfg_file, "valid"),
+                           fuse_batch_norm=True)
     assert fused == pytest.approx(best, abs=1e-3)
 
 

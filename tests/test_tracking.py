@@ -14,10 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from hrpose.apis.predictor import Person, Prediction
-from hrpose.apis.tracking import (DEFAULT_BETA, DEFAULT_MIN_CUTOFF, OneEuroFilter, PoseTracker,
-                                  TrackSmoother, match_by_oks, one_euro_alpha, oks_matrix)
 from hrpose.apis.frames import VideoSource
+from hrpose.apis.predictor import Person, Prediction
+from hrpose.apis.tracking import (
+    DEFAULT_BETA,
+    DEFAULT_MIN_CUTOFF,
+    OneEuroFilter,
+    PoseTracker,
+    TrackSmoother,
+    match_by_oks,
+    oks_matrix,
+    one_euro_alpha,
+)
 from hrpose.apis.video import run_inference_demo
 from hrpose.config import load_config
 from hrpose.datasets.metadata import get_keypoint_info

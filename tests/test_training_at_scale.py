@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config
 from torch import nn
 
 from hrpose.config import ConfigError, load_config
@@ -20,6 +19,7 @@ from hrpose.errors import HrposeError
 from hrpose.losses.joints_mse import JointsMSELoss, build_topdown_loss
 from hrpose.models import build_model, registry
 from hrpose.utils.checkpoint import load_checkpoint_file
+from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config
 
 RUN = ("output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3")
 

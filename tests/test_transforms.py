@@ -6,10 +6,19 @@ import pytest
 import torch
 
 from hrpose.datasets.metadata import COCO
-from hrpose.utils.transforms import (BOX_PADDING, CONVENTIONS, HALF_BODY_PADDING, PIXEL_STD,
-                                     affine_transform_points, box_to_center_scale,
-                                     fliplr_joints, get_affine_transform, half_body_transform,
-                                     transform_preds, transform_preds_torch)
+from hrpose.utils.transforms import (
+    BOX_PADDING,
+    CONVENTIONS,
+    HALF_BODY_PADDING,
+    PIXEL_STD,
+    affine_transform_points,
+    box_to_center_scale,
+    fliplr_joints,
+    get_affine_transform,
+    half_body_transform,
+    transform_preds,
+    transform_preds_torch,
+)
 
 
 def three_point_pairs(center, scale, rotation_deg, output_size, convention):

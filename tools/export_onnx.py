@@ -28,9 +28,17 @@ import logging
 import math
 import sys
 
-from hrpose.apis.export import (DEFAULT_OPSET, DEFAULT_TOLERANCE, check_export_options,
-                                check_onnx_parity, export_onnx, format_parity,
-                                load_model_for_export, max_differences, supported_opsets)
+from hrpose.apis.export import (
+    DEFAULT_OPSET,
+    DEFAULT_TOLERANCE,
+    check_export_options,
+    check_onnx_parity,
+    export_onnx,
+    format_parity,
+    load_model_for_export,
+    max_differences,
+    supported_opsets,
+)
 from hrpose.config import load_config
 from hrpose.engine.cli import run_cli
 from hrpose.errors import HrposeError

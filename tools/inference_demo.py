@@ -29,10 +29,10 @@ import math
 import os
 
 from hrpose.apis.boxes import DEFAULT_BOX_THRESHOLD, person_box_source
-from hrpose.apis.predictor import PosePredictor
-from hrpose.apis.tracking import DEFAULT_BETA, DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_MIN_CUTOFF
 from hrpose.apis.frames import DEFAULT_INFERENCE_FPS, open_frame_source
 from hrpose.apis.pose_file import OUTPUT_FORMATS
+from hrpose.apis.predictor import PosePredictor
+from hrpose.apis.tracking import DEFAULT_BETA, DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_MIN_CUTOFF
 from hrpose.apis.video import DEFAULT_VISUALIZATION_THRESHOLD, run_inference_demo
 from hrpose.engine.cli import add_config_arguments, add_option, config_from_args, run_cli
 from hrpose.engine.device import select_device

@@ -4,9 +4,14 @@ import argparse
 import os
 import time
 
-from hrpose.datasets.synthetic import (ANNOTATION_FILE_PATTERN, DETECTION_FILE,
-                                       IMAGE_FOLDER_PATTERN, SPLITS, generate_synthetic_dataset,
-                                       validate_options)
+from hrpose.datasets.synthetic import (
+    ANNOTATION_FILE_PATTERN,
+    DETECTION_FILE,
+    IMAGE_FOLDER_PATTERN,
+    SPLITS,
+    generate_synthetic_dataset,
+    validate_options,
+)
 from hrpose.engine.cli import run_cli
 from hrpose.utils.paths import check_output_folder
 

@@ -13,8 +13,12 @@ skeleton (the keypoint count must fit it).
 import argparse
 import os
 
-from hrpose.apis.plot import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_SCORE_THRESHOLD, load_results,
-                              plot_coco_results)
+from hrpose.apis.plot import (
+    DEFAULT_KEYPOINT_THRESHOLD,
+    DEFAULT_SCORE_THRESHOLD,
+    load_results,
+    plot_coco_results,
+)
 from hrpose.datasets.metadata import KEYPOINT_INFO
 from hrpose.engine.cli import add_option, run_cli
 from hrpose.errors import DataFileNotFoundError

@@ -6,9 +6,9 @@
 """
 
 from .boxes import DetectionFile, TorchvisionPersonDetector, person_box_source
+from .frames import open_frame_source
 from .predictor import Person, PosePredictor, Prediction
 from .tracking import OneEuroFilter, PoseTracker, TrackSmoother
-from .frames import open_frame_source
 from .video import DemoOutputs, run_inference_demo
 
 __all__ = ["DemoOutputs", "DetectionFile", "OneEuroFilter", "Person", "PosePredictor",

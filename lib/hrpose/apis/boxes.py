@@ -22,9 +22,9 @@ from torch import nn
 from yacs.config import CfgNode
 
 from ..config.model_extras import is_bottom_up
-from ..utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
-from ..errors import DataError, DataFileNotFoundError
 from ..datasets.coco_format import read_person_detections
+from ..errors import DataError, DataFileNotFoundError
+from ..utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,11 @@ from ..config.model_extras import is_bottom_up
 from ..datasets.build import split_source
 from ..datasets.coco_format import annotation_file, image_folder, load_coco_file
 from ..datasets.metadata import get_keypoint_info
-from ..datasets.synthetic import (DETECTION_FILE, generate_synthetic_dataset,
-                                  synthetic_dataset_exists)
+from ..datasets.synthetic import (
+    DETECTION_FILE,
+    generate_synthetic_dataset,
+    synthetic_dataset_exists,
+)
 from ..datasets.topdown import read_image
 from ..engine.device import select_device
 from ..engine.run_dir import RunPaths
@@ -28,8 +31,8 @@ from ..utils.checkpoint import CheckpointError
 from ..utils.io import atomic_path, atomic_write, read_json
 from ..utils.render import render_results
 from .boxes import DEFAULT_BOX_THRESHOLD, person_box_source
-from .predictor import PosePredictor
 from .frames import open_frame_source
+from .predictor import PosePredictor
 from .video import DEFAULT_VISUALIZATION_THRESHOLD, VIDEO_CODEC, DemoOutputs, run_inference_demo
 
 logger = logging.getLogger(__name__)
@@ -228,8 +231,9 @@ def run_demo(cfg: CfgNode, paths: RunPaths, num_images: int = 8,
     folder = image_folder(name, root, image_set)
     image_paths = {image["id"]: os.path.join(folder, image["file_name"])
                    for image in coco.dataset["images"]}
-    drawn = render_results(load_keypoint_results(results_file), image_paths, get_keypoint_info(name),
-                           os.path.join(paths.output_dir, "demo_images"), num_images)
+    drawn = render_results(load_keypoint_results(results_file), image_paths,
+                           get_keypoint_info(name), os.path.join(paths.output_dir, "demo_images"),
+                           num_images)
 
     video_dir = os.path.join(paths.output_dir, DEMO_VIDEO_DIR)
     video = write_demo_video(annotations, folder, video_dir, demo_detection_file(cfg),

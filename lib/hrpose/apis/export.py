@@ -59,12 +59,12 @@ from ..config.model_extras import is_bottom_up, is_regression
 from ..datasets.build import split_source
 from ..datasets.metadata import KEYPOINT_INFO
 from ..datasets.topdown import IMAGENET_MEAN, IMAGENET_STD
-from ..utils.checkpoint import CheckpointError, load_model_weights
 from ..errors import HrposeError
 from ..models import build_model
-from ..utils.io import atomic_path
 from ..models.backbones.hrnext import KernelAggregation
 from ..models.complexity import network_input_size
+from ..utils.checkpoint import CheckpointError, load_model_weights
+from ..utils.io import atomic_path
 from ..utils.paths import check_output_file
 
 logger = logging.getLogger(__name__)
@@ -341,7 +341,8 @@ def _metadata(cfg: CfgNode, exported: ExportedModel, weights: str,
         "model": cfg.MODEL.NAME,
         "paradigm": "bottom-up" if exported.bottom_up else "top-down",
         "weights": weights,
-        "input": (f"{INPUT_NAME} {shapes[INPUT_NAME]}: float32 NCHW, {channel_order} channel order, "
+        "input": (f"{INPUT_NAME} {shapes[INPUT_NAME]}: float32 NCHW, "
+                  f"{channel_order} channel order, "
                   f"(pixel / 255 - mean [{mean}]) / std [{std}]"),
         "outputs": "; ".join(f"{name} {shapes[name]}" for name in exported.output_names),
         "num_joints": str(cfg.MODEL.NUM_JOINTS),

@@ -45,8 +45,14 @@ from .annotate import draw_persons, write_map_images
 from .frames import FALLBACK_FPS, Frame, FrameSource
 from .pose_file import OUTPUT_FORMATS, write_pose_file
 from .predictor import Person, PosePredictor
-from .tracking import (DEFAULT_BETA, DEFAULT_MAX_AGE, DEFAULT_MIN_CUTOFF, DEFAULT_OKS_THRESHOLD,
-                       PoseTracker, TrackSmoother)
+from .tracking import (
+    DEFAULT_BETA,
+    DEFAULT_MAX_AGE,
+    DEFAULT_MIN_CUTOFF,
+    DEFAULT_OKS_THRESHOLD,
+    PoseTracker,
+    TrackSmoother,
+)
 
 logger = logging.getLogger(__name__)
 

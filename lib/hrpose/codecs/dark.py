@@ -9,8 +9,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .heatmap import (DRAW_WEIGHT_THRESHOLD, GAUSSIAN_RADIUS_SIGMAS, HeatmapDecodeResult,
-                      first_argmax, gather_pixels, get_max_preds, peak_pixels)
+from .heatmap import (
+    DRAW_WEIGHT_THRESHOLD,
+    GAUSSIAN_RADIUS_SIGMAS,
+    HeatmapDecodeResult,
+    first_argmax,
+    gather_pixels,
+    get_max_preds,
+    peak_pixels,
+)
 
 # OpenCV's getGaussianKernel uses these fixed tables for sigma <= 0 and sizes up to 7. (OpenCV 4.x
 # and later also tabulate size 9; the references ran OpenCV 3, which sampled sigma 1.7 there.)
@@ -76,7 +83,8 @@ def encode_unbiased_heatmaps(joints: np.ndarray, joints_vis: np.ndarray,
 
 
 def opencv_gaussian_kernel(size: int) -> np.ndarray:
-    """The 1-D kernel cv2.getGaussianKernel(size, 0) returned for the references (float64, sum 1)."""
+    """The 1-D kernel cv2.getGaussianKernel(size, 0) returned for the references
+    (float64, sum 1)."""
     if size < 1 or size % 2 == 0:
         raise ValueError(f"the blur kernel size must be a positive odd number, got {size}")
     if size in OPENCV_SMALL_KERNELS:

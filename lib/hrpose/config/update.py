@@ -18,8 +18,8 @@ from typing import Any, Callable
 import yaml
 from yacs.config import CfgNode as CN
 
-from .default import get_default_config
 from ..errors import HrposeError
+from .default import get_default_config
 from .model_extras import MODEL_EXTRAS, get_model_extra, is_bottom_up, is_regression
 from .originals import ORIGINAL_KEYS, OriginalKeyError, translate_original_keys
 
@@ -167,7 +167,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DATASET.BASE_SIGMA": (_positive, "a positive number"),
     "LOSS.NUM_STAGES": (_positive, "a positive integer"),
     "LOSS.WITH_HEATMAPS_LOSS": (_bools, "a non-empty list of booleans"),
-    "LOSS.HEATMAPS_LOSS_FACTOR": (_non_negative_numbers, "a non-empty list of non-negative numbers"),
+    "LOSS.HEATMAPS_LOSS_FACTOR": (_non_negative_numbers,
+                                  "a non-empty list of non-negative numbers"),
     "LOSS.WITH_AE_LOSS": (_bools, "a non-empty list of booleans"),
     "LOSS.PUSH_LOSS_FACTOR": (_non_negative_numbers, "a non-empty list of non-negative numbers"),
     "LOSS.PULL_LOSS_FACTOR": (_non_negative_numbers, "a non-empty list of non-negative numbers"),
@@ -203,8 +204,8 @@ REGRESSION_PER_STAGE_KEYS = ("DATASET.OUTPUT_SIZE", "DATASET.SIGMA", "DATASET.BG
 REGRESSION_STAGES = {"pose_hrnet_regression": 1, "pose_higher_hrnet_regression": 2}
 
 # Paths that DATA_DIR prefixes when it is set and the path is relative.
-DATA_DIR_PATHS = ("DATASET.ROOT", "DATASET.TEST_ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE", "TEST.COCO_BBOX_FILE",
-                  "RESCORE.MODEL_FILE", "RESCORE.DATA_FILE")
+DATA_DIR_PATHS = ("DATASET.ROOT", "DATASET.TEST_ROOT", "MODEL.PRETRAINED", "TEST.MODEL_FILE",
+                  "TEST.COCO_BBOX_FILE", "RESCORE.MODEL_FILE", "RESCORE.DATA_FILE")
 
 
 class ConfigError(HrposeError, ValueError):
@@ -223,7 +224,8 @@ def _unknown_key_message(full_key: str, node: CN, source: str) -> str:
     original_keys = [key.rpartition(".")[2] for key in ORIGINAL_KEYS
                      if key.rpartition(".")[0] == parent]
     close = difflib.get_close_matches(leaf, list(node.keys()) + original_keys, n=3)
-    hint = f"; did you mean {', '.join(repr(c if not parent else parent + '.' + c) for c in close)}?" if close else ""
+    candidates = ", ".join(repr(c if not parent else parent + "." + c) for c in close)
+    hint = f"; did you mean {candidates}?" if close else ""
     return f"unknown config key '{full_key}' {source}{hint}"
 
 
@@ -306,7 +308,8 @@ def _merge_dict(node: CN, values: dict, prefix: str, source: str, provenance: di
 
 
 def _decode_command_line_value(text: str):
-    """Literal-evaluate a command-line value ('False', '(0,1)', '1e-3'); otherwise keep the string."""
+    """Literal-evaluate a command-line value ('False', '(0,1)', '1e-3'); otherwise keep the
+    string."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -404,7 +407,8 @@ def validate_config(cfg: CN, provenance: dict | None = None) -> None:
         image_size, heatmap_size = list(cfg.MODEL.IMAGE_SIZE), list(cfg.MODEL.HEATMAP_SIZE)
         # Both top-down families reduce the input 32 times and predict at a quarter of it.
         if any(side % 32 for side in image_size):
-            raise ConfigError(f"MODEL.IMAGE_SIZE {image_size} {provenance.get('MODEL.IMAGE_SIZE', DEFAULTS_SOURCE)} "
+            raise ConfigError(f"MODEL.IMAGE_SIZE {image_size} "
+                              f"{provenance.get('MODEL.IMAGE_SIZE', DEFAULTS_SOURCE)} "
                               f"must be a multiple of 32 in both sides for {cfg.MODEL.NAME}")
         if heatmap_size != [side // 4 for side in image_size]:
             raise ConfigError(f"MODEL.HEATMAP_SIZE {heatmap_size} must be MODEL.IMAGE_SIZE / 4 = "

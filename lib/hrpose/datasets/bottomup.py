@@ -27,12 +27,16 @@ import torch
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
-from ..codecs.associative_embedding import (encode_ae_heatmaps, encode_ae_tags,
-                                            scale_aware_sigmas, sigmas_per_resolution)
+from ..codecs.associative_embedding import (
+    encode_ae_heatmaps,
+    encode_ae_tags,
+    scale_aware_sigmas,
+    sigmas_per_resolution,
+)
 from ..errors import DataError, DataFileNotFoundError
 from . import coco_format
-from .metadata import KeypointInfo, get_keypoint_info
 from .images import read_image
+from .metadata import KeypointInfo, get_keypoint_info
 from .topdown import normalize_image
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""COCO-format keypoint files (COCO, CrowdPose, OCHuman, synthetic): paths, person records, boxes."""
+"""COCO-format keypoint files (COCO, CrowdPose, OCHuman, synthetic): paths, person records,
+boxes."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ MAX_BOX_PIXELS = 100_000
 
 @dataclass(frozen=True)
 class CocoLayout:
-    """Where a COCO-format dataset keeps its annotation file and images, as the originals lay it out."""
+    """Where a COCO-format dataset keeps its annotation file and images, as the originals lay it
+    out."""
 
     annotation_pattern: str  # relative to the dataset root, formatted with the image set
     image_folder_pattern: str  # relative to the dataset root, formatted with the image set
@@ -37,7 +39,8 @@ LAYOUTS: dict[str, CocoLayout] = {
     "coco": CocoLayout("annotations/person_keypoints_{image_set}.json", "images/{image_set}"),
     "synthetic": CocoLayout("annotations/person_keypoints_{image_set}.json", "images/{image_set}"),
     "crowdpose": CocoLayout("json/crowdpose_{image_set}.json", "images"),
-    "ochuman": CocoLayout("annotations/ochuman_coco_format_{image_set}_range_0.00_1.00.json", "images"),
+    "ochuman": CocoLayout("annotations/ochuman_coco_format_{image_set}_range_0.00_1.00.json",
+                          "images"),
 }
 
 
@@ -59,9 +62,9 @@ def load_coco_file(path: str, num_keypoints: int | None = None) -> COCO:
     """Load an annotation file with pycocotools, with errors that name the file; with
     num_keypoints, also check every image and annotation entry (``check_entries``)."""
     if not os.path.isfile(path):
-        raise DataFileNotFoundError(f"annotation file not found: '{path}' (see data/README.md for the "
-                                f"expected layout; `python tools/make_synthetic.py` makes the "
-                                f"synthetic dataset)")
+        raise DataFileNotFoundError(f"annotation file not found: '{path}' (see data/README.md "
+                                    f"for the expected layout; `python tools/make_synthetic.py` "
+                                    f"makes the synthetic dataset)")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(path)
@@ -169,7 +172,8 @@ def ids_text(ids: list, shown: int = 5) -> str:
 
 def ground_truth_records(coco: COCO, images_dir: str, num_joints: int, aspect_ratio: float,
                          convention: str, annotation_path: str = "") -> list[dict]:
-    """One record per non-crowd person with at least one labelled keypoint (the originals' cleaning).
+    """One record per non-crowd person with at least one labelled keypoint (the originals'
+    cleaning).
 
     A person whose box has zero or negative width or height is skipped with a warning that
     counts them: no crop can be cut around it (the originals keep such a box when its area is
@@ -193,7 +197,8 @@ def ground_truth_records(coco: COCO, images_dir: str, num_joints: int, aspect_ra
             keypoints = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
             if keypoints.shape[0] != num_joints:
                 raise DataError(f"annotation {ann.get('id')} of image {image_id} has "
-                                 f"{keypoints.shape[0]} keypoints; MODEL.NUM_JOINTS is {num_joints}")
+                                f"{keypoints.shape[0]} keypoints; MODEL.NUM_JOINTS is "
+                                f"{num_joints}")
             if keypoints.max() == 0:
                 continue
             if has_no_extent(ann["bbox"]) or (box[2] <= 0 and box[3] <= 0):

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # The keypoint grouping HAE's paper uses; datasets may define alternatives under other names.
 DEFAULT_GROUP_SCHEME = "default"
 

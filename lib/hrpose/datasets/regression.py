@@ -36,11 +36,14 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from ..codecs.regression import (RegressionTargetParams, areas_in_input_pixels,
-                                 encode_regression_targets, with_center_joint)
+from ..codecs.regression import (
+    RegressionTargetParams,
+    areas_in_input_pixels,
+    encode_regression_targets,
+    with_center_joint,
+)
 from ..errors import DataError
-from .bottomup import (BottomUpAugmentation, BottomUpDataset, bottomup_affine_matrix,
-                       people_joints)
+from .bottomup import BottomUpAugmentation, BottomUpDataset, bottomup_affine_matrix, people_joints
 from .build import bottomup_augmentation, checked_keypoint_info, split_source
 from .metadata import KeypointInfo
 from .topdown import normalize_image

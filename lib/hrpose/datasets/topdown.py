@@ -11,8 +11,12 @@ from torch.utils.data import Dataset
 
 from ..codecs.dark import encode_unbiased_heatmaps
 from ..codecs.heatmap import encode_gaussian_heatmaps
-from ..utils.transforms import (affine_transform_points, fliplr_joints, get_affine_transform,
-                                half_body_transform)
+from ..utils.transforms import (
+    affine_transform_points,
+    fliplr_joints,
+    get_affine_transform,
+    half_body_transform,
+)
 from .images import read_image
 from .metadata import KeypointInfo
 
@@ -106,7 +110,8 @@ class TopDownDataset(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of an epoch (call before creating the epoch's iterator)."""
+        """Select the augmentation stream of an epoch (call before creating the epoch's
+        iterator)."""
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
-"""Bottom-up training and validation loops: one epoch of training, whole-image inference, evaluation."""
+"""Bottom-up training and validation loops: one epoch of training, whole-image inference,
+evaluation."""
 
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def merge_predictions(shards: list[dict]) -> dict:
             "isolated": sum(shard["isolated"] for shard in shards), "loss": float("nan")}
 
 
-def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
+def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict,
+                         output_dir: str) -> tuple[dict, float]:
     """Write the split's results file and score it (COCO or CrowdPose protocol)."""
     evaluation = dataset.evaluation
     name, image_set = evaluation["dataset"], evaluation["image_set"]

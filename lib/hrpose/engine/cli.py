@@ -16,7 +16,6 @@ from ..errors import HrposeError
 from ..utils.allocator import reuse_freed_memory
 from ..utils.paths import blocking_file, is_same_path
 
-
 # The folder options, each with the originals' spelling as its alias, and the config keys they set.
 FOLDER_OPTIONS = {"--model-dir": ("--modelDir", "OUTPUT_DIR"),
                   "--log-dir": ("--logDir", "LOG_DIR"),

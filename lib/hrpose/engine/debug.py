@@ -22,15 +22,18 @@ def save_debug_images(debug: CfgNode, prefix: str, images: torch.Tensor, meta: d
         coords, maxvals = get_max_preds(output.detach())
         stride = images.shape[-1] / output.shape[-1]
         save_image(f"{prefix}_pred.jpg", batch_joints_grid(
-            images, coords.cpu().numpy() * stride, (maxvals.cpu().numpy()[..., 0] > 0).astype(np.float32)))
+            images, coords.cpu().numpy() * stride,
+            (maxvals.cpu().numpy()[..., 0] > 0).astype(np.float32)))
     if debug.SAVE_HEATMAPS_GT:
         save_image(f"{prefix}_hm_gt.jpg", batch_heatmaps_grid(images, target))
     if debug.SAVE_HEATMAPS_PRED:
         save_image(f"{prefix}_hm_pred.jpg", batch_heatmaps_grid(images, output))
 
 
-def _decode_joints_targets(joints: torch.Tensor, map_size: int, stride: float) -> tuple[np.ndarray, np.ndarray]:
-    """(N, M, J, 2) of (flat index j*s*s + y*s + x, visible) -> (N, M*J, 2) input pixels, (N, M*J)."""
+def _decode_joints_targets(joints: torch.Tensor, map_size: int,
+                           stride: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N, M, J, 2) of (flat index j*s*s + y*s + x, visible) -> (N, M*J, 2) input pixels,
+    (N, M*J)."""
     joints = joints.detach().cpu().numpy()
     index = joints[..., 0] % (map_size * map_size)
     coords = np.stack([index % map_size, index // map_size], axis=-1).astype(np.float32) * stride
@@ -72,7 +75,8 @@ def save_bottomup_debug_images(debug: CfgNode, prefix: str, images: torch.Tensor
                                                  images.shape[-1] / target.shape[-1])
         save_image(f"{prefix}_gt.jpg", batch_joints_grid(images, coords, visible))
     if debug.SAVE_BATCH_IMAGES_PRED:
-        coords, visible = _heatmap_peaks(output[:, :num_joints], images.shape[-1] / output.shape[-1])
+        coords, visible = _heatmap_peaks(output[:, :num_joints],
+                                         images.shape[-1] / output.shape[-1])
         save_image(f"{prefix}_pred.jpg", batch_joints_grid(images, coords, visible))
     if debug.SAVE_HEATMAPS_GT:
         save_image(f"{prefix}_hm_gt.jpg", batch_heatmaps_grid(images, target))

@@ -1,4 +1,5 @@
-"""Choosing the compute device, memory format, autocast precision and cuDNN switches from the config."""
+"""Choosing the compute device, memory format, autocast precision and cuDNN switches from the
+config."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def select_device(cfg: CfgNode) -> torch.device:
     if cfg.DEVICE == "cpu" or (cfg.DEVICE == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError("DEVICE is 'cuda' but PyTorch sees no CUDA device; use DEVICE cpu or auto")
+        raise ConfigError("DEVICE is 'cuda' but PyTorch sees no CUDA device; "
+                          "use DEVICE cpu or auto")
     visible = torch.cuda.device_count()
     if launched_by_torchrun():
         index = local_rank()

@@ -32,8 +32,7 @@ from ..evaluation.results import write_keypoint_results
 from ..evaluation.table import log_name_value_table
 from ..losses.regression import RegressionLoss, total_regression_loss
 from ..postprocess.bottomup import coco_keypoint_results
-from ..postprocess.regression import (RegressionPrediction, RegressionTestParams,
-                                      infer_regression)
+from ..postprocess.regression import RegressionPrediction, RegressionTestParams, infer_regression
 from ..postprocess.rescore import load_rescorer
 from .bottomup import loss_terms
 from .loop import EpochOptions, StepOutput, run_epoch, to_device

@@ -31,11 +31,16 @@ from ..errors import DataError
 from ..evaluation.crowdpose import crowdpose_area
 from ..models import build_model
 from ..models.rescore_net import RescoreNet
-from ..postprocess.regression import (RegressionPrediction, RegressionTestParams,
-                                      infer_regression)
-from ..postprocess.rescore import (RescoreData, build_rescore_net, concatenate_rescore_data,
-                                   read_rescore_data, rescore_samples, rescore_training_arrays,
-                                   write_rescore_data)
+from ..postprocess.regression import RegressionPrediction, RegressionTestParams, infer_regression
+from ..postprocess.rescore import (
+    RescoreData,
+    build_rescore_net,
+    concatenate_rescore_data,
+    read_rescore_data,
+    rescore_samples,
+    rescore_training_arrays,
+    write_rescore_data,
+)
 from ..utils.checkpoint import CheckpointError, load_model_weights, save_checkpoint_atomic
 from .device import select_device
 from .topdown import _progress

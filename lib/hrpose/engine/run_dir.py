@@ -1,4 +1,5 @@
-"""Run folders and logging: output/<dataset>/<model>/<cfg stem>/, the run log and tensorboard dir."""
+"""Run folders and logging: output/<dataset>/<model>/<cfg stem>/, the run log and tensorboard
+dir."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def config_stem(cfg_path: str) -> str:
     return name
 
 
-def make_run_paths(cfg: CfgNode, cfg_path: str, phase: str, timestamp: str | None = None) -> RunPaths:
+def make_run_paths(cfg: CfgNode, cfg_path: str, phase: str,
+                   timestamp: str | None = None) -> RunPaths:
     """Compute (without creating) the folders of a run, as the originals lay them out."""
     timestamp = timestamp or current_timestamp()
     stem = config_stem(cfg_path)
@@ -71,7 +73,8 @@ def make_run_paths(cfg: CfgNode, cfg_path: str, phase: str, timestamp: str | Non
 
 
 def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> None:
-    """Send hrpose log records to the console and, if given, to log_file; safe to call repeatedly."""
+    """Send hrpose log records to the console and, if given, to log_file; safe to call
+    repeatedly."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
@@ -185,8 +188,8 @@ def create_run(cfg: CfgNode, cfg_path: str, phase: str, overwrite: bool = False)
     A training phase ('train', 'demo') first checks the output folder (guard_output_dir): it
     does not start over an earlier run's checkpoints and results unless it resumes them or
     overwrite moves them aside. Temporary files that killed writes left in the folder and its
-    results/ are removed. Under torchrun only rank 0 writes; the other processes print warnings and errors
-    only, so the console shows one log.
+    results/ are removed. Under torchrun only rank 0 writes; the other processes print warnings
+    and errors only, so the console shows one log.
     """
     paths = make_run_paths(cfg, cfg_path, phase)
     moved = None

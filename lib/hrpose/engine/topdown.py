@@ -17,8 +17,13 @@ from ..evaluation.coco import evaluate_coco_keypoints
 from ..evaluation.crowdpose import evaluate_crowdpose_keypoints
 from ..evaluation.pckh import evaluate_mpii_pckh, save_mpii_predictions
 from ..evaluation.results import write_keypoint_results
-from ..postprocess.topdown import (coco_results, decode_poses, final_heatmaps, predict_heatmaps,
-                                   select_poses)
+from ..postprocess.topdown import (
+    coco_results,
+    decode_poses,
+    final_heatmaps,
+    predict_heatmaps,
+    select_poses,
+)
 from .debug import save_debug_images
 from .device import memory_format
 from .distributed import is_main_process
@@ -133,7 +138,8 @@ def merge_predictions(shards: list[dict]) -> dict:
     return merged
 
 
-def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict, output_dir: str) -> tuple[dict, float]:
+def evaluate_predictions(cfg: CfgNode, dataset, predictions: dict,
+                         output_dir: str) -> tuple[dict, float]:
     """Write the results file of the split and score it; returns (name -> value, indicator)."""
     evaluation = dataset.evaluation
     name, image_set = evaluation["dataset"], evaluation["image_set"]

@@ -1,4 +1,5 @@
-"""Whole runs, one process or many under torchrun: build, train with checkpoints, resume, validate."""
+"""Whole runs, one process or many under torchrun: build, train with checkpoints, resume,
+validate."""
 
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def make_loader(cfg: CfgNode, dataset, is_train: bool, device: torch.device) -> 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam (no weight decay, as the originals), AdamW (decoupled TRAIN.WD, as HRNeXt) or SGD with
-    momentum, weight decay and Nesterov. The learning rate is set every iteration by the schedule."""
+    momentum, weight decay and Nesterov. The learning rate is set every iteration by the
+    schedule."""
     if cfg.TRAIN.OPTIMIZER == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.TRAIN.LR, momentum=cfg.TRAIN.MOMENTUM,
                                weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)

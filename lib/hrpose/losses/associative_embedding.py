@@ -8,7 +8,6 @@ the people (a gather, then masked means); no host synchronisation, any device.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Sequence
 
 import torch

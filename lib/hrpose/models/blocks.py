@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-# Every official checkpoint was trained with this BatchNorm momentum (PyTorch's default, made explicit).
+# Every official checkpoint was trained with this BatchNorm momentum (PyTorch's default, made
+# explicit).
 BN_MOMENTUM = 0.1
 
 

@@ -1,10 +1,11 @@
-"""Parameter and multiply-add counts: true MACs, and the GFLOPs figure each paper's own tool printed."""
+"""Parameter and multiply-add counts: true MACs, and the GFLOPs figure each paper's own tool
+printed."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -226,7 +227,8 @@ def hrnet_repo_gflops(complexity: Complexity) -> float:
 
 def higher_hrnet_gflops(complexity: Complexity) -> float:
     """HigherHRNet (its get_model_summary): the same output-grid hook count, / 1e9. W32 at 512:
-    46.20e9 true multiply-adds, 47.86 by this count (the 1/2-resolution deconvolution counted 4x)."""
+    46.20e9 true multiply-adds, 47.86 by this count (the 1/2-resolution deconvolution counted
+    4x)."""
     return output_grid_macs(complexity) / 1e9
 
 
@@ -356,7 +358,8 @@ def format_summary_table(rows: list[SummaryRow]) -> str:
                       *((paper_params,) if with_paper_params else ()), f"{row.paper_gflops:.2f}",
                       row.convention))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    rendered = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+    rendered = ["  ".join(cell.ljust(width)
+                          for cell, width in zip(line, widths, strict=True)).rstrip()
                 for line in lines]
     rendered.insert(1, "  ".join("-" * w for w in widths))
     conventions = {row.convention for row in rows}

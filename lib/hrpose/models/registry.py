@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 ModelBuilder = Callable[[CfgNode], nn.Module]
 
-# Names as in config/model_extras.py; a builder reads only cfg.MODEL and returns an uninitialised model.
+# Names as in config/model_extras.py; a builder reads only cfg.MODEL and returns an uninitialised
+# model.
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "pose_hrnet": pose_hrnet,
     "pose_resnet": pose_resnet,

@@ -8,8 +8,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
-from ..utils.checkpoint import (CheckpointError, compare_state_dicts, extract_state_dict,
-                                load_checkpoint_file, strip_wrapper_prefixes)
+from ..utils.checkpoint import (
+    CheckpointError,
+    compare_state_dicts,
+    extract_state_dict,
+    load_checkpoint_file,
+    strip_wrapper_prefixes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +72,8 @@ def initialize_(module: nn.Module, method: str = "normal",
 
 
 def top_level_whitelist(layer_names: Iterable[str]) -> Callable[[str], bool]:
-    """A key filter: keep keys whose first dotted component is listed; '*' first keeps everything."""
+    """A key filter: keep keys whose first dotted component is listed; '*' first keeps
+    everything."""
     names = list(layer_names)
     if names and names[0] == "*":
         return lambda key: True
@@ -76,7 +82,8 @@ def top_level_whitelist(layer_names: Iterable[str]) -> Callable[[str], bool]:
 
 
 def load_pretrained_weights(model: nn.Module, path: str, keep: Callable[[str], bool]) -> int:
-    """Copy the tensors of an ImageNet (or other) checkpoint into model where names and shapes agree.
+    """Copy the tensors of an ImageNet (or other) checkpoint into model where names and shapes
+    agree.
 
     Only keys accepted by keep are considered. Keys the model lacks are skipped quietly (a
     classifier head, for instance); keys whose shape differs are skipped with a warning naming

@@ -1,4 +1,5 @@
-"""OKS non-maximum suppression in NumPy: the fallback and the specification of the compiled extension."""
+"""OKS non-maximum suppression in NumPy: the fallback and the specification of the compiled
+extension."""
 
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ def validated_sigmas(sigmas) -> np.ndarray:
     """The per-keypoint OKS constants as a float64 vector, checked to be usable."""
     sigmas = np.ascontiguousarray(sigmas, dtype=np.float64)
     if sigmas.ndim != 1 or sigmas.shape[0] == 0:
-        raise ValueError(f"sigmas must be a non-empty 1-D array (one per keypoint), got shape {sigmas.shape}")
+        raise ValueError(f"sigmas must be a non-empty 1-D array (one per keypoint), "
+                         f"got shape {sigmas.shape}")
     if not sigmas.min() > 0:  # also rejects NaN
         raise ValueError("sigmas must all be positive: they divide the squared keypoint distances")
     return sigmas
 
 
 def validated_poses(poses, num_keypoints: int, name: str = "poses") -> np.ndarray:
-    """A stack of poses as a C-contiguous float64 (N, K, 3) array; an empty input becomes (0, K, 3)."""
+    """A stack of poses as a C-contiguous float64 (N, K, 3) array; an empty input becomes
+    (0, K, 3)."""
     poses = np.ascontiguousarray(poses, dtype=np.float64)
     if poses.size == 0 and poses.ndim != 3:
         poses = poses.reshape(0, num_keypoints, 3)
@@ -49,7 +52,8 @@ def validated_vector(values, length: int, name: str) -> np.ndarray:
     """A per-pose quantity (scores, areas) as a float64 vector with one entry per pose."""
     values = np.ascontiguousarray(values, dtype=np.float64)
     if values.shape != (length,):
-        raise ValueError(f"{name} must have shape (N,) = ({length},), one per pose, got {values.shape}")
+        raise ValueError(f"{name} must have shape (N,) = ({length},), one per pose, "
+                         f"got {values.shape}")
     return values
 
 
@@ -90,7 +94,8 @@ def validated_soft_options(threshold, method: str, max_dets) -> tuple[float, str
         raise ValueError(f"method must be one of {SOFT_NMS_METHODS}, got {method!r}")
     threshold = float(threshold)
     if method == "gaussian" and not threshold > 0:
-        raise ValueError(f"the gaussian method divides by threshold, so it must be positive, got {threshold}")
+        raise ValueError(f"the gaussian method divides by threshold, so it must be positive, "
+                         f"got {threshold}")
     if int(max_dets) != max_dets or max_dets < 0:
         raise ValueError(f"max_dets must be a non-negative integer, got {max_dets!r}")
     return threshold, method, int(max_dets)
@@ -140,7 +145,8 @@ def one_vs_many_oks(pose, pose_area, candidates, candidate_areas, variances, vis
         # Adding an exact zero leaves a sum unchanged, so masking matches skipping the keypoint.
         similarities = np.where(visible, similarities, 0.0)
         counted = visible.sum(axis=1)
-    # cumsum adds left to right like the compiled loop; np.sum's pairwise order would differ in the last bits.
+    # cumsum adds left to right like the compiled loop; np.sum's pairwise order would differ in
+    # the last bits.
     totals = np.cumsum(similarities, axis=1)[:, -1]
     return np.where(counted > 0, totals / np.maximum(counted, 1), 0.0)
 
@@ -166,7 +172,8 @@ def oks_iou(pose, candidates, pose_area, candidate_areas, sigmas, vis_threshold=
                            validated_vis_threshold(vis_threshold), validated_vis_rule(vis_rule))
 
 
-def oks_nms(poses, scores, areas, threshold, sigmas, vis_threshold=None, vis_rule="both") -> np.ndarray:
+def oks_nms(poses, scores, areas, threshold, sigmas, vis_threshold=None,
+            vis_rule="both") -> np.ndarray:
     """Greedy OKS NMS: indices of the kept poses (int64), in the order they were kept.
 
     The best remaining pose (in ``descending_order``) is kept and every remaining pose whose OKS
@@ -189,11 +196,13 @@ def oks_nms(poses, scores, areas, threshold, sigmas, vis_threshold=None, vis_rul
 
 def soft_oks_nms(poses, scores, areas, threshold, sigmas, vis_threshold=None, method="gaussian",
                  max_dets=20, vis_rule="both") -> np.ndarray:
-    """Soft OKS NMS: indices of at most ``max_dets`` kept poses (int64), in the order they were kept.
+    """Soft OKS NMS: indices of at most ``max_dets`` kept poses (int64), in the order they were
+    kept.
 
-    Instead of dropping overlapping poses, their scores decay ("gaussian": by exp(-oks^2 / threshold);
-    "linear": by (1 - oks) where oks >= threshold) and the rest are re-ranked (``descending_order``)
-    after each pose is kept. ``vis_threshold`` and ``vis_rule`` as in ``oks_iou``.
+    Instead of dropping overlapping poses, their scores decay ("gaussian": by
+    exp(-oks^2 / threshold); "linear": by (1 - oks) where oks >= threshold) and the rest are
+    re-ranked (``descending_order``) after each pose is kept. ``vis_threshold`` and
+    ``vis_rule`` as in ``oks_iou``.
     """
     poses, scores, areas, variances = validated_nms_inputs(poses, scores, areas, sigmas)
     threshold, method, max_dets = validated_soft_options(threshold, method, max_dets)

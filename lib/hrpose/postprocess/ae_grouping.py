@@ -31,8 +31,8 @@ reference's float32 arithmetic, and read in the order they run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np

@@ -35,8 +35,12 @@ from yacs.config import CfgNode
 
 from ..errors import DataError, DataFileNotFoundError
 from ..models.rescore_net import RescoreNet
-from ..utils.checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                                load_state_dict_strict)
+from ..utils.checkpoint import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_state_dict_strict,
+)
 from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Checkpoint files: safe loading, prefix stripping, strict loading with a key report, atomic saving."""
+"""Checkpoint files: safe loading, prefix stripping, strict loading with a key report, atomic
+saving."""
 
 from __future__ import annotations
 
@@ -31,12 +32,14 @@ class CheckpointError(HrposeError, RuntimeError):
 
 
 def load_checkpoint_file(path: str) -> Any:
-    """torch.load a file on the CPU with weights_only=True; clear errors for missing or bad files."""
+    """torch.load a file on the CPU with weights_only=True; clear errors for missing or bad
+    files."""
     if not path:
         raise CheckpointError("no checkpoint path given (set TEST.MODEL_FILE or MODEL.PRETRAINED)")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: '{path}' (expected a .pth file written by "
-                              f"torch.save; official checkpoints go under models/, see models/README.md)")
+                              f"torch.save; official checkpoints go under models/, "
+                              f"see models/README.md)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for corrupt files
@@ -44,20 +47,23 @@ def load_checkpoint_file(path: str) -> Any:
                               f"{error}".strip()) from error
 
 
-def extract_state_dict(checkpoint: Any, source: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
+def extract_state_dict(checkpoint: Any,
+                       source: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
     """The tensor mapping inside a checkpoint: a bare state dict or one nested under a known key."""
     if isinstance(checkpoint, Mapping):
         if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
             return OrderedDict(checkpoint)
         for key in NESTED_STATE_KEYS:
             nested = checkpoint.get(key)
-            if isinstance(nested, Mapping) and all(isinstance(v, torch.Tensor) for v in nested.values()):
+            if isinstance(nested, Mapping) and all(isinstance(v, torch.Tensor)
+                                                   for v in nested.values()):
                 return OrderedDict(nested)
     raise CheckpointError(f"{source} holds no state dict (expected a mapping of parameter names to "
                           f"tensors, or one under {', '.join(repr(k) for k in NESTED_STATE_KEYS)})")
 
 
-def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def strip_wrapper_prefixes(
+        state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """Remove a 'module.' or '1.' prefix when every key carries it (repeatedly, e.g. 'module.1.'),
     then MMPose's 'backbone.' / 'keypoint_head.' when every key carries one of them."""
     result = OrderedDict(state_dict)
@@ -78,8 +84,9 @@ def _format_keys(keys: list[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def compare_state_dicts(expected: Mapping[str, torch.Tensor],
-                        given: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+def compare_state_dicts(
+        expected: Mapping[str, torch.Tensor],
+        given: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
     """Missing keys, unexpected keys, and keys whose shapes differ ("key: given vs expected")."""
     missing = [key for key in expected if key not in given]
     unexpected = [key for key in given if key not in expected]
@@ -120,7 +127,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     """Load every tensor or fail with one error listing missing, unexpected and mis-shaped keys."""
     state_dict = strip_wrapper_prefixes(state_dict)
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
-    # Checkpoints from before BatchNorm counted batches have no num_batches_tracked; that is harmless.
+    # Checkpoints from before BatchNorm counted batches have no num_batches_tracked; that is
+    # harmless.
     missing = [key for key in missing if not key.endswith("num_batches_tracked")]
     if missing or unexpected or mismatched:
         lines = [f"{source} does not fit the model {type(model).__name__} "
@@ -144,7 +152,8 @@ def load_model_weights(model: nn.Module, path: str) -> None:
 
 
 def _check_plain(value: Any, where: str) -> None:
-    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str)):
+    if (isinstance(value, torch.Tensor) or value is None
+            or isinstance(value, (bool, int, float, str))):
         return
     if isinstance(value, Mapping):
         for key, item in value.items():

@@ -95,7 +95,8 @@ def batch_heatmaps_grid(images: torch.Tensor, heatmaps: torch.Tensor) -> np.ndar
             blended = (colored[joint] * 0.7 + small * 0.3).astype(np.uint8)
             y, x = np.unravel_index(np.argmax(maps[index, joint]), (height, width))
             cv2.circle(blended, (int(x), int(y)), 1, (0, 0, 255), 1)
-            grid[index * height:(index + 1) * height, (joint + 1) * width:(joint + 2) * width] = blended
+            rows = slice(index * height, (index + 1) * height)
+            grid[rows, (joint + 1) * width:(joint + 2) * width] = blended
     return grid
 
 

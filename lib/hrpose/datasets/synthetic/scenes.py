@@ -9,8 +9,16 @@ import numpy as np
 
 from ..metadata import COCO
 from .body import unit
-from .drawing import (CROWD_OWNER, MAX_PEOPLE, PART_LABELS, Canvas, draw_background, draw_figure,
-                      draw_occluder, finish_image)
+from .drawing import (
+    CROWD_OWNER,
+    MAX_PEOPLE,
+    PART_LABELS,
+    Canvas,
+    draw_background,
+    draw_figure,
+    draw_occluder,
+    finish_image,
+)
 from .views import Figure, moved_figure, pose_figure
 
 PEOPLE_COUNT_PROBABILITIES = (0.3, 0.22, 0.17, 0.13, 0.1, 0.08)

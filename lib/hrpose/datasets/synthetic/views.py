@@ -8,8 +8,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metadata import COCO
-from .body import (FACE_DIRECTIONS, FACE_VISIBLE_MIN_Z, BodyShape, build_skeleton, rotation_x,
-                   rotation_y, sample_body_shape, sample_pose, unit)
+from .body import (
+    FACE_DIRECTIONS,
+    FACE_VISIBLE_MIN_Z,
+    BodyShape,
+    build_skeleton,
+    rotation_x,
+    rotation_y,
+    sample_body_shape,
+    sample_pose,
+    unit,
+)
 
 # Base skin tones (BGR) between which each figure's skin is interpolated.
 SKIN_TONES = np.array([[196, 224, 255], [150, 195, 240], [105, 172, 224], [60, 115, 180],

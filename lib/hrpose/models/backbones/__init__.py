@@ -2,9 +2,24 @@
 them, plus the stacked hourglass, a whole top-down pose network of its own."""
 
 from .hourglass import Hourglass, PoseHourglassNet, PreActBottleneck, pose_hourglass
-from .hrnet import (HighResolutionModule, HighResolutionNet, HRNetSpec, Layer1Spec, PoseHighResolutionNet,
-                    StageSpec, pose_hrnet)
-from .hrnext import HRNeXt, HRNeXtBlock, HRNeXtModule, HRNeXtSpec, HRNeXtStageSpec, PoseHRNeXt, pose_hrnext
+from .hrnet import (
+    HighResolutionModule,
+    HighResolutionNet,
+    HRNetSpec,
+    Layer1Spec,
+    PoseHighResolutionNet,
+    StageSpec,
+    pose_hrnet,
+)
+from .hrnext import (
+    HRNeXt,
+    HRNeXtBlock,
+    HRNeXtModule,
+    HRNeXtSpec,
+    HRNeXtStageSpec,
+    PoseHRNeXt,
+    pose_hrnext,
+)
 from .resnet import PoseResNet, ResNet, pose_resnet
 
 __all__ = ["Hourglass", "PoseHourglassNet", "PreActBottleneck", "pose_hourglass",

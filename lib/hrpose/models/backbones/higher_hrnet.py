@@ -75,8 +75,9 @@ class DeconvSpec:
 
 def make_deconv_block(in_channels: int, out_channels: int, kernel_size: int,
                       num_basic_blocks: int) -> nn.Sequential:
-    """One 2x upsampling step: Sequential(Sequential(ConvTranspose2d, BN, ReLU), Sequential(BasicBlock),
-    ...), so that the keys are .0.0.weight, .0.1.*, .1.0.conv1.weight, ... as in the checkpoints."""
+    """One 2x upsampling step: Sequential(Sequential(ConvTranspose2d, BN, ReLU),
+    Sequential(BasicBlock, ...), so that the keys are .0.0.weight, .0.1.*, .1.0.conv1.weight, ...
+    as in the checkpoints."""
     padding, output_padding = deconv_padding(kernel_size)
     layers: list[nn.Module] = [nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=2, padding=padding,

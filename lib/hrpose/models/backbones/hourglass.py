@@ -25,7 +25,6 @@ from torch.nn import functional as F
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
 from ..blocks import BN_MOMENTUM
 from ..weights import initialize_, load_pretrained_weights
 
@@ -39,7 +38,8 @@ SKIP, DOWN, UP, INNERMOST = range(4)
 
 class PreActBottleneck(nn.Module):
     """Pre-activation bottleneck: (BN, ReLU, conv) x3 as 1x1 reduce, 3x3, 1x1 expand (x2), with
-    biased convolutions, plus the input or its 1x1 projection (downsample.0). No ReLU after the sum."""
+    biased convolutions, plus the input or its 1x1 projection (downsample.0). No ReLU after the
+    sum."""
 
     expansion = 2
 

@@ -9,8 +9,15 @@ from torch import Tensor, nn
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
-from ..blocks import BLOCKS_BY_NAME, BN_MOMENTUM, Bottleneck, ResidualBlock, conv1x1, conv3x3, make_layer
+from ..blocks import (
+    BLOCKS_BY_NAME,
+    BN_MOMENTUM,
+    Bottleneck,
+    ResidualBlock,
+    conv1x1,
+    conv3x3,
+    make_layer,
+)
 from ..heads.heatmap import heatmap_conv
 from ..weights import initialize_, load_pretrained_weights, top_level_whitelist
 
@@ -134,7 +141,8 @@ class HighResolutionModule(nn.Module):
                         nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
                     ))
                 elif j == i:
-                    # A stateless placeholder keeps the indices j, and so the checkpoint keys, intact.
+                    # A stateless placeholder keeps the indices j, and so the checkpoint keys,
+                    # intact.
                     to_output.append(nn.Identity())
                 else:
                     # i - j stride-2 steps; only the last changes the width, and it has no ReLU

@@ -120,7 +120,8 @@ class RegressionHRNet(HighResolutionNet):
     subclasses add final_layers (and the deconvolution) and define forward."""
 
     def __init__(self, spec: HRNetSpec, num_joints: int, heatmap_head: MultiLevelSpec,
-                 regression_head: MultiLevelSpec, pretrained_layers: Sequence[str] = ("*",)) -> None:
+                 regression_head: MultiLevelSpec,
+                 pretrained_layers: Sequence[str] = ("*",)) -> None:
         super().__init__(spec, multi_scale_output=True, pretrained_layers=pretrained_layers)
         if regression_head.num_branches != 1:
             raise ConfigError(f"MODEL.EXTRA.MULTI_LEVEL_OUTPUT_REGRESSION describes "

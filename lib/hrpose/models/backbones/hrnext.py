@@ -16,7 +16,6 @@ from torch.utils.checkpoint import checkpoint
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
 from ..blocks import BN_MOMENTUM
 from ..heads.heatmap import heatmap_conv
 from ..weights import initialize_, load_pretrained_weights
@@ -94,7 +93,8 @@ class KernelAggregation(nn.Module):
                  stride: int = 1, padding: int = 0, groups: int = 1) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding, self.groups = kernel_size, stride, padding, groups
+        self.kernel_size, self.stride = kernel_size, stride
+        self.padding, self.groups = padding, groups
         self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, in_channels // groups,
                                                kernel_size, kernel_size))
         self.reset_parameters()
@@ -400,7 +400,8 @@ def make_transition(prev_channels: Sequence[int], next_channels: Sequence[int]) 
         else:
             in_channels = prev_channels[-1]
             num_steps = i + 1 - len(prev_channels)
-            steps = [_conv_bn_gelu(in_channels, in_channels, stride=2) for _ in range(num_steps - 1)]
+            steps = [_conv_bn_gelu(in_channels, in_channels, stride=2)
+                     for _ in range(num_steps - 1)]
             steps.append(_conv_bn_gelu(in_channels, out_channels, stride=2))
             transition.append(nn.Sequential(*steps))
     return transition
@@ -410,7 +411,8 @@ def _positive_ints(values, key: str) -> tuple[int, ...]:
     values = tuple(values)
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                              for v in values):
-        raise ConfigError(f"{key} must be a non-empty list of positive integers, got {list(values)}")
+        raise ConfigError(f"{key} must be a non-empty list of positive integers, "
+                          f"got {list(values)}")
     return values
 
 
@@ -440,7 +442,8 @@ class HRNeXtStageSpec:
         if "NUM_MODULES" in node:
             num_modules = node.NUM_MODULES
             if not isinstance(num_modules, int) or num_modules < 1:
-                raise ConfigError(f"{key}.NUM_MODULES must be a positive integer, got {num_modules!r}")
+                raise ConfigError(f"{key}.NUM_MODULES must be a positive integer, "
+                                  f"got {num_modules!r}")
         lists = {name: _positive_ints(node[name], f"{key}.{name}")
                  for name in ("NUM_BLOCKS", "NUM_CHANNELS", "NUM_KERNELS")}
         lengths = {name: len(values) for name, values in lists.items()}
@@ -479,8 +482,8 @@ class HRNeXtSpec:
         """The backbone a MODEL.EXTRA block describes."""
         stage1 = HRNeXtStageSpec.from_cfg(extra.STAGE1, "MODEL.EXTRA.STAGE1")
         if stage1.num_branches != 1:
-            raise ConfigError(f"MODEL.EXTRA.STAGE1 describes the single-branch stage 1: NUM_BLOCKS, "
-                              f"NUM_CHANNELS and NUM_KERNELS need one entry each, got "
+            raise ConfigError(f"MODEL.EXTRA.STAGE1 describes the single-branch stage 1: "
+                              f"NUM_BLOCKS, NUM_CHANNELS and NUM_KERNELS need one entry each, got "
                               f"{stage1.num_branches}")
         stages = [HRNeXtStageSpec.from_cfg(extra[f"STAGE{n}"], f"MODEL.EXTRA.STAGE{n}")
                   for n in (2, 3, 4)]

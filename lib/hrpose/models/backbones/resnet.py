@@ -8,7 +8,6 @@ from torch import Tensor, nn
 from yacs.config import CfgNode
 
 from ...config import ConfigError
-
 from ..blocks import BN_MOMENTUM, BasicBlock, Bottleneck, ResidualBlock, make_layer
 from ..heads.deconv import make_deconv_layers
 from ..heads.heatmap import heatmap_conv
@@ -82,7 +81,8 @@ class PoseResNet(ResNet):
 
     def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
         """Initialise by method (MODEL.INIT_METHOD), then, if a path is given, load the tensors of
-        that (ImageNet) file except the classifier fc.*, so only the head keeps its initialisation."""
+        that (ImageNet) file except the classifier fc.*, so only the head keeps its
+        initialisation."""
         initialize_(self, method, [self.final_layer])
         if pretrained:
             load_pretrained_weights(self, pretrained,
@@ -96,7 +96,8 @@ def pose_resnet(cfg: CfgNode) -> PoseResNet:
             extra.NUM_DECONV_LAYERS != len(extra.NUM_DECONV_KERNELS):
         raise ConfigError(f"MODEL.EXTRA.NUM_DECONV_LAYERS is {extra.NUM_DECONV_LAYERS} but "
                          f"NUM_DECONV_FILTERS has {len(extra.NUM_DECONV_FILTERS)} and "
-                         f"NUM_DECONV_KERNELS {len(extra.NUM_DECONV_KERNELS)} entries; they must agree")
+                         f"NUM_DECONV_KERNELS {len(extra.NUM_DECONV_KERNELS)} entries; "
+                         f"they must agree")
     return PoseResNet(extra.NUM_LAYERS, num_joints=cfg.MODEL.NUM_JOINTS,
                       deconv_filters=extra.NUM_DECONV_FILTERS,
                       deconv_kernels=extra.NUM_DECONV_KERNELS,

@@ -1,4 +1,5 @@
-"""SimpleBaseline's upsampling head: stride-2 transposed convolutions, each followed by BN and ReLU."""
+"""SimpleBaseline's upsampling head: stride-2 transposed convolutions, each followed by BN and
+ReLU."""
 
 from __future__ import annotations
 

@@ -37,20 +37,55 @@ package re-exports their public names.
 
 from __future__ import annotations
 
-from .candidates import (POOL_KERNELS, candidate_poses, center_peaks, pool_kernel, pose_nms,
-                         strongest)
-from .decoder import (ABSORB_NMS_KERNEL, Rescorer, absorb_heat, decode_regression, heat_values,
-                      infer_regression)
-from .gaussian_fit import (FIT_DAMPING_FACTOR, FIT_FAILURES, FIT_INITIAL_DAMPING, FIT_MAX_DAMPING,
-                           FIT_MAX_ITERATIONS, FIT_TOLERANCE, REFERENCE_FIT_MAX_EVALUATIONS,
-                           corrected_gaussian_fit_adjust, fit_gaussian_windows,
-                           gaussian_fit_adjust, reference_fit_samples,
-                           reference_gaussian_fit_adjust)
-from .maps import (REFERENCE_MIN_SCALE, flipped_input, merge_branches, offsets_to_keypoints,
-                   regression_multi_scale_maps, scale_maps, stage_heatmaps, unflip_heatmaps,
-                   unflip_keypoint_maps, up_interpolate)
-from .params import (GAUSSIAN_FITS, DecodedPoses, RegressionMaps, RegressionPrediction,
-                     RegressionTestParams)
+from .candidates import (
+    POOL_KERNELS,
+    candidate_poses,
+    center_peaks,
+    pool_kernel,
+    pose_nms,
+    strongest,
+)
+from .decoder import (
+    ABSORB_NMS_KERNEL,
+    Rescorer,
+    absorb_heat,
+    decode_regression,
+    heat_values,
+    infer_regression,
+)
+from .gaussian_fit import (
+    FIT_DAMPING_FACTOR,
+    FIT_FAILURES,
+    FIT_INITIAL_DAMPING,
+    FIT_MAX_DAMPING,
+    FIT_MAX_ITERATIONS,
+    FIT_TOLERANCE,
+    REFERENCE_FIT_MAX_EVALUATIONS,
+    corrected_gaussian_fit_adjust,
+    fit_gaussian_windows,
+    gaussian_fit_adjust,
+    reference_fit_samples,
+    reference_gaussian_fit_adjust,
+)
+from .maps import (
+    REFERENCE_MIN_SCALE,
+    flipped_input,
+    merge_branches,
+    offsets_to_keypoints,
+    regression_multi_scale_maps,
+    scale_maps,
+    stage_heatmaps,
+    unflip_heatmaps,
+    unflip_keypoint_maps,
+    up_interpolate,
+)
+from .params import (
+    GAUSSIAN_FITS,
+    DecodedPoses,
+    RegressionMaps,
+    RegressionPrediction,
+    RegressionTestParams,
+)
 
 __all__ = [
     "ABSORB_NMS_KERNEL", "FIT_DAMPING_FACTOR", "FIT_FAILURES", "FIT_INITIAL_DAMPING",

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...datasets.topdown import normalize_image
-from ..bottomup import (ModelCallable, get_multi_scale_size, model_device,
-                        resize_align_multi_scale)
+from ..bottomup import ModelCallable, get_multi_scale_size, model_device, resize_align_multi_scale
 from .params import RegressionMaps, RegressionTestParams
 
 # The reference resizes every test scale relative to scale 1 (its min_scale argument is 1.0).
