@@ -23,6 +23,7 @@ $(STAMP): requirements.txt setup.py lib/hrpose/nms/_oks_nms.pyx
 	touch $(STAMP)
 
 test: install
+	$(VPY) -m ruff check .
 	$(VPY) -m pytest -q tests
 
 demo: install
