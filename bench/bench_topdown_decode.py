@@ -3,7 +3,8 @@
 Decodes --samples heatmap stacks of 17x64x48 (float32 as a model returns them: a Gaussian at a
 random sub-pixel centre, noise, some empty maps) into image pixels with COCO-like boxes, twice:
 - the baseline: HRNet's get_final_preds (lib/core/inference.py of
-  leoxiaobin/deep-high-resolution-net.pytorch) rewritten here as a plain loop from its code:
+  leoxiaobin/deep-high-resolution-net.pytorch) as a plain loop from its code, shared with the
+  tests (tests/reference_topdown.py):
   NumPy argmax and amax, the quarter offset joint by joint, then transform_preds person by
   person (cv2.getAffineTransform of float32 points, one point at a time);
 - hrpose's postprocess.topdown.decode_poses with the standard decoder and POST_PROCESS on.
@@ -23,19 +24,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from hrpose.config import get_default_config
 from hrpose.postprocess.topdown import decode_poses
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_topdown import reference_get_final_preds  # noqa: E402
 
 TARGET_SPEEDUP = 10.0
 TARGET_DIFFERENCE = 1e-4
@@ -89,64 +92,10 @@ def make_boxes(rng: np.random.Generator, args: argparse.Namespace
     return centre, np.stack([width, width * args.height / args.width], 1)
 
 
-def baseline_get_max_preds(batch_heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    batch_size, num_joints, _, width = batch_heatmaps.shape
-    reshaped = batch_heatmaps.reshape((batch_size, num_joints, -1))
-    index = np.argmax(reshaped, 2).reshape((batch_size, num_joints, 1))
-    maxvals = np.amax(reshaped, 2).reshape((batch_size, num_joints, 1))
-    preds = np.tile(index, (1, 1, 2)).astype(np.float32)
-    preds[:, :, 0] = preds[:, :, 0] % width
-    preds[:, :, 1] = np.floor(preds[:, :, 1] / width)
-    preds *= np.tile(np.greater(maxvals, 0.0), (1, 1, 2)).astype(np.float32)
-    return preds, maxvals
-
-
-def baseline_inverse_affine(center: np.ndarray, scale: np.ndarray,
-                            output_size: list[int]) -> np.ndarray:
-    """get_affine_transform(center, scale, 0, output_size, inv=1): three float32 point pairs."""
-    scale_pixels = scale * PIXEL_STD
-    dst_w, dst_h = output_size
-    src = np.zeros((3, 2), dtype=np.float32)
-    dst = np.zeros((3, 2), dtype=np.float32)
-    src[0, :] = center
-    src[1, :] = center + np.array([0, scale_pixels[0] * -0.5])
-    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
-    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + np.array([0, dst_w * -0.5], np.float32)
-    for points in (src, dst):
-        direction = points[0, :] - points[1, :]
-        points[2, :] = points[1, :] + np.array([-direction[1], direction[0]], dtype=np.float32)
-    return cv2.getAffineTransform(np.float32(dst), np.float32(src))
-
-
-def baseline_transform_preds(coords: np.ndarray, center: np.ndarray, scale: np.ndarray,
-                             output_size: list[int]) -> np.ndarray:
-    target_coords = np.zeros(coords.shape)
-    trans = baseline_inverse_affine(center, scale, output_size)
-    for p in range(coords.shape[0]):
-        point = np.array([coords[p, 0], coords[p, 1], 1.0]).T
-        target_coords[p, 0:2] = np.dot(trans, point)[:2]
-    return target_coords
-
-
 def baseline_get_final_preds(batch_heatmaps: np.ndarray, center: np.ndarray,
                              scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HRNet's get_final_preds with TEST.POST_PROCESS on, step by step."""
-    coords, maxvals = baseline_get_max_preds(batch_heatmaps)
-    heatmap_height, heatmap_width = batch_heatmaps.shape[2:]
-    for n in range(coords.shape[0]):
-        for p in range(coords.shape[1]):
-            hm = batch_heatmaps[n][p]
-            px = int(math.floor(coords[n][p][0] + 0.5))
-            py = int(math.floor(coords[n][p][1] + 0.5))
-            if 1 < px < heatmap_width - 1 and 1 < py < heatmap_height - 1:
-                diff = np.array([hm[py][px + 1] - hm[py][px - 1],
-                                 hm[py + 1][px] - hm[py - 1][px]])
-                coords[n][p] += np.sign(diff) * .25
-    preds = coords.copy()
-    for i in range(coords.shape[0]):
-        preds[i] = baseline_transform_preds(coords[i], center[i], scale[i],
-                                            [heatmap_width, heatmap_height])
-    return preds, maxvals
+    """HRNet's get_final_preds with TEST.POST_PROCESS on (tests/reference_topdown.py)."""
+    return reference_get_final_preds(batch_heatmaps, center, scale, post_process=True)
 
 
 @contextlib.contextmanager
