@@ -12,7 +12,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from hrpose.engine import run_dir, trainer
 from hrpose.engine.loop import DivergenceError, DivergenceMonitor
@@ -22,7 +21,13 @@ from hrpose.evaluation.results import write_keypoint_results
 from hrpose.models import registry
 from hrpose.utils.checkpoint import load_checkpoint_file, load_model_weights, save_checkpoint_atomic
 from hrpose.utils.io import atomic_write, remove_stale_temporaries
-from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config, tiny_topdown_opts
+from tiny_runs import (
+    SYNTHETIC_CFG,
+    TinyBNPoseNet,
+    make_tiny_dataset,
+    tiny_topdown_config,
+    tiny_topdown_opts,
+)
 
 RUN = ("output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3")
 RUN_FILES = ("checkpoint.pth", "model_best.pth", "final_state.pth")
@@ -44,23 +49,6 @@ def tiny_opts(data_root, output_root, *extra):
 
 def tiny_config(repo_root, data_root, output_root, *extra):
     return tiny_topdown_config(repo_root, data_root, output_root, *extra, **RUN_SETTINGS)
-
-
-class TinyBNPoseNet(nn.Module):
-    """A 64x64 crop to 16x16 heatmaps through three convolutions, BatchNorm after the first two
-    as in HRNet: with a far too high rate its loss explodes but stays finite, as HRNet's does."""
-
-    def __init__(self, num_joints: int):
-        super().__init__()
-        self.layers = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
-                                    nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                                    nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, num_joints, 1))
-
-    def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
-        """PyTorch's default initialisation."""
-
-    def forward(self, images):
-        return self.layers(images)
 
 
 @pytest.fixture

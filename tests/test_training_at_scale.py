@@ -19,7 +19,7 @@ from hrpose.errors import HrposeError
 from hrpose.losses.joints_mse import JointsMSELoss, build_topdown_loss
 from hrpose.models import build_model, registry
 from hrpose.utils.checkpoint import load_checkpoint_file
-from tiny_runs import SYNTHETIC_CFG, make_tiny_dataset, tiny_topdown_config
+from tiny_runs import SYNTHETIC_CFG, TinyBNPoseNet, make_tiny_dataset, tiny_topdown_config
 
 RUN = ("output", "synthetic", "pose_hrnet", "w16_128x96_adam_lr2e-3")
 
@@ -34,23 +34,6 @@ def tiny_config(repo_root, data_root, output_root, *extra):
     """Batches of 2, two epochs, no validation within them."""
     return tiny_topdown_config(repo_root, data_root, output_root, "TRAIN.VAL_INTERVAL", "5",
                                *extra, train_batch=2)
-
-
-class TinyBNPoseNet(nn.Module):
-    """A 64x64 crop to 16x16 heatmaps through three convolutions with one BatchNorm (whose
-    running statistics a resume must restore too): milliseconds per step on a CPU."""
-
-    def __init__(self, num_joints: int):
-        super().__init__()
-        self.layers = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
-                                    nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-                                    nn.Conv2d(8, num_joints, 1))
-
-    def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
-        """PyTorch's default initialisation, drawn after the trainer seeds torch."""
-
-    def forward(self, images):
-        return self.layers(images)
 
 
 @pytest.fixture

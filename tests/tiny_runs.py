@@ -1,4 +1,6 @@
-"""Tiny synthetic datasets and CPU run settings shared by the training and tool tests."""
+"""Tiny synthetic datasets, CPU run settings and a tiny model shared by the training tests."""
+
+from torch import nn
 
 from hrpose.config import load_config
 from hrpose.datasets.synthetic import generate_synthetic_dataset
@@ -40,3 +42,20 @@ def tiny_topdown_config(repo_root, data_root, output_root, *extra, cfg_file: str
     """The experiment cfg_file with tiny_topdown_opts (settings: its keyword arguments)."""
     return load_config(str(repo_root / cfg_file),
                        tiny_topdown_opts(data_root, output_root, *extra, **settings))
+
+
+class TinyBNPoseNet(nn.Module):
+    """A 64x64 crop to 16x16 heatmaps through three convolutions, BatchNorm after the first two
+    as in HRNet: with a far too high rate its loss explodes but stays finite, as HRNet's does."""
+
+    def __init__(self, num_joints: int):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
+                                    nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                                    nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, num_joints, 1))
+
+    def init_weights(self, pretrained: str = "", method: str = "normal") -> None:
+        """PyTorch's default initialisation."""
+
+    def forward(self, images):
+        return self.layers(images)
