@@ -317,10 +317,14 @@ def coco_like_boxes(rng, count, aspect_ratio):
     return center, np.stack([width, width * aspect_ratio], axis=1)
 
 
-@pytest.fixture(params=["numpy", "torch"])
+@pytest.fixture(params=["numpy", "numpy-threads", "torch"])
 def decoding_path(request, monkeypatch):
-    """Runs a test with CPU maps decoded in NumPy, then again through the torch operations that
-    decode maps on other devices."""
+    """Runs a test with CPU maps decoded in NumPy (in one thread, then in chunks on three threads,
+    as large batches are), then again through the torch operations that decode maps on other
+    devices."""
+    if request.param == "numpy-threads":
+        monkeypatch.setattr(heatmap_codec, "PARALLEL_DECODE_BYTES", 0)
+        monkeypatch.setattr(heatmap_codec, "_decode_workers", lambda: 3)
     if request.param == "torch":
         monkeypatch.setattr(heatmap_codec, "host_array", lambda tensor: None)
     return request.param

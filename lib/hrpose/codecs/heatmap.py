@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -18,6 +21,10 @@ QUARTER_OFFSET = 0.25
 ARGMAX_BLOCK = 64
 # CPU maps of these dtypes are decoded in NumPy.
 HOST_DTYPES = (torch.float32, torch.float64)
+# CPU maps of at least this many bytes are decoded on torch's thread count of Python threads,
+# CHUNKS_PER_THREAD row chunks each; smaller ones (a cached validation batch) in one.
+PARALLEL_DECODE_BYTES = 16 << 20
+CHUNKS_PER_THREAD = 2
 
 
 class HeatmapDecodeResult(NamedTuple):
@@ -111,7 +118,7 @@ def host_array(tensor: torch.Tensor) -> np.ndarray | None:
 
 def _first_argmax_host(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     index = np.argmax(flat, axis=1)
-    return flat[np.arange(flat.shape[0]), index], index
+    return flat.reshape(-1).take(np.arange(0, flat.size, flat.shape[1]) + index), index
 
 
 def first_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,31 +210,75 @@ def quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor
     return torch.where(movable[..., None], coords + step * QUARTER_OFFSET, coords)
 
 
-def _quarter_steps_host(storage: np.ndarray, pixels: np.ndarray, height: int, width: int
-                        ) -> np.ndarray:
-    """quarter_offset's moves (N, 2) for integer peaks pixels (N, 2) of maps stored one after
-    another in storage (N * H * W,)."""
-    x, y = pixels[:, 0], pixels[:, 1]
+def _decode_rows(flat: np.ndarray, height: int, width: int, post_process: bool,
+                 coords: np.ndarray, maxvals: np.ndarray) -> None:
+    """decode_standard of maps flat (N, H * W), written into coords (N, 2) and maxvals (N,).
+
+    The quarter offset reads the four neighbours of each movable peak; the others read a dummy
+    pixel (1, 1) of their own map and keep their coordinates.
+    """
+    rows, length = flat.shape
+    storage = flat.reshape(-1)
+    first = np.arange(0, rows * length, length)
+    index = np.argmax(flat, axis=1)
+    maxvals[:] = storage.take(first + index)
+    index = np.where(maxvals > 0, index, 0)  # no positive maximum: pixel (0, 0)
+    y, x = np.divmod(index, width)
+    coords[:, 0] = x
+    coords[:, 1] = y
+    if not post_process or height < 3 or width < 3:
+        return
     movable = (x > 1) & (x < width - 1) & (y > 1) & (y < height - 1)
-    centre = (np.arange(len(pixels)) * (height * width)
-              + np.clip(y, 1, height - 2) * width + np.clip(x, 1, width - 2))
-    right, left, below, above = (storage[centre + offset] for offset in (1, -1, width, -width))
+    centre = first + np.where(movable, index, width + 1)
     with np.errstate(invalid="ignore"):  # inf - inf is NaN: the step is NaN, as in the reference
-        steps = np.stack([np.sign(right - left), np.sign(below - above)], axis=-1)
-    return np.where(movable[:, None], steps * QUARTER_OFFSET, 0)
+        step_x = np.sign(storage.take(centre + 1) - storage.take(centre - 1))
+        step_y = np.sign(storage.take(centre + width) - storage.take(centre - width))
+    coords[:, 0] += np.where(movable, step_x * QUARTER_OFFSET, 0)
+    coords[:, 1] += np.where(movable, step_y * QUARTER_OFFSET, 0)
+
+
+_pool_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _decode_pool(workers: int) -> ThreadPoolExecutor:
+    with _pool_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="hrpose-decode")
+        return _pools[workers]
+
+
+def _decode_workers() -> int:
+    """Python threads for one decode: torch's thread count, at most the cores this process has.
+
+    Plain threads rather than torch's pool: NumPy's argmax releases the GIL, and a thread that
+    waits for a busy core only delays its own chunks, where an OpenMP pool spins at a barrier.
+    """
+    return max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
 
 
 def _decode_host(maps: np.ndarray, post_process: bool) -> HeatmapDecodeResult:
-    """decode_standard of NumPy maps (B, K, H, W), as torch tensors sharing the results' memory."""
+    """decode_standard of NumPy maps (B, K, H, W), as torch tensors sharing the results' memory.
+
+    Large batches are decoded chunk by chunk on a few threads; each row is decoded alike.
+    """
     batch, joints, height, width = maps.shape
     flat = np.ascontiguousarray(maps.reshape(batch * joints, height * width))
-    maxvals, flat_index = _first_argmax_host(flat)
-    row, column = np.divmod(flat_index, width)
-    found = maxvals > 0
-    pixels = np.stack([np.where(found, column, 0), np.where(found, row, 0)], axis=-1)
-    coords = pixels.astype(np.result_type(maps.dtype, np.float32))
-    if post_process and height >= 3 and width >= 3:
-        coords += _quarter_steps_host(flat.reshape(-1), pixels, height, width)
+    rows = flat.shape[0]
+    coords = np.empty((rows, 2), dtype=np.result_type(maps.dtype, np.float32))
+    maxvals = np.empty(rows, dtype=maps.dtype)
+    workers = _decode_workers()
+    if workers == 1 or flat.nbytes < PARALLEL_DECODE_BYTES:
+        _decode_rows(flat, height, width, post_process, coords, maxvals)
+    else:
+        # Equal chunks, a few per thread: a thread held up by a busy core delays only its own.
+        bounds = np.linspace(0, rows, workers * CHUNKS_PER_THREAD + 1).astype(int)
+        pool = _decode_pool(workers)
+        futures = [pool.submit(_decode_rows, flat[start:stop], height, width, post_process,
+                               coords[start:stop], maxvals[start:stop])
+                   for start, stop in zip(bounds[:-1], bounds[1:])]
+        for future in futures:
+            future.result()
     return HeatmapDecodeResult(torch.from_numpy(coords).view(batch, joints, 2),
                                torch.from_numpy(maxvals).view(batch, joints, 1))
 
