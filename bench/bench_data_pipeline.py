@@ -16,7 +16,8 @@ Prints samples/s of both by the wall clock and by CPU time (best: the sum of eac
 round; median: the median round), their ratio (target: 1.5x for HRNet-W32 256x192, wall clock,
 best), and whether every sample of the first epoch was bit-equal (input, target, target_weight,
 meta). Exits with status 1 if any sample differs; a missed speed target is only reported (timings
-on a shared CPU are noisy; JPEG decoding, which both paths do alike, bounds the ratio).
+on a shared CPU are noisy). JPEG decoding is most of a sample's time: the plain path decodes with
+cv2.imread, the fast one with simplejpeg (the same libjpeg-turbo decoding, the same pixels).
 --profile adds a per-function breakdown (cProfile, us per sample) of one epoch of each path.
 """
 
