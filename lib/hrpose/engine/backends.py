@@ -205,8 +205,8 @@ class OpenVinoModel(ExportedModel):
     def _compile(self, graph: bytes, names: list[str], threads: int) -> RunGraph:
         core = self._runtime.Core()
         # Float32 is explicit: on CPUs with bf16 (AMX, AVX512-BF16) the plugin's default
-        # precision is bf16, whose maps are far outside eager's. Reading the graph from bytes
-        # leaves no file behind and, unlike openvino.convert_model, sends no telemetry.
+        # precision is bf16, whose maps are far outside eager's. The graph is read from bytes:
+        # no file to write and remove.
         compiled = core.compile_model(core.read_model(graph), "CPU", {
             "INFERENCE_PRECISION_HINT": "f32",
             "INFERENCE_NUM_THREADS": threads,
