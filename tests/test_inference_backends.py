@@ -24,6 +24,7 @@ from hrpose.engine.backends import (
 )
 from hrpose.engine.run_dir import make_run_paths
 from hrpose.engine.trainer import validate_model
+from hrpose.errors import HrposeError
 from hrpose.models import build_model
 from hrpose.utils.checkpoint import save_checkpoint_atomic
 
@@ -148,6 +149,42 @@ def test_missing_runtime_package_fails_when_the_engine_is_made(monkeypatch, back
     message = str(error.value)
     assert "\n" not in message
     assert f"TEST.BACKEND '{backend}' needs the {backend} package" in message
+
+
+class UnexportableNet(torch.nn.Module):
+    """NCHW maps through an operator the ONNX exporter has no conversion for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, images):
+        return torch.special.i1(self.conv(images))
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_failed_export_is_one_line_naming_the_model(backend):
+    engine = EXPORTED_ENGINES[backend](UnexportableNet())
+    with pytest.raises(HrposeError) as error:
+        engine(torch.randn(1, 3, 8, 8))
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"TEST.BACKEND {backend} cannot export UnexportableNet" in message
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_failed_compilation_is_one_line_naming_the_model(monkeypatch, backend):
+    def failing_compile(engine, graph, names, threads):
+        # OpenVINO's way: one source location per stack frame before what went wrong.
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:105:\n"
+                           "Exception from src/inference/src/model_reader.cpp:188:\n"
+                           "Unable to read the model.\nIts second line\n")
+
+    monkeypatch.setattr(EXPORTED_ENGINES[backend], "_compile", failing_compile)
+    engine = EXPORTED_ENGINES[backend](torch.nn.Conv2d(3, 2, 1))
+    with pytest.raises(HrposeError, match=f"^TEST.BACKEND {backend} cannot compile the export of "
+                                          f"Conv2d: Unable to read the model.; use TEST"):
+        engine(torch.randn(1, 3, 8, 8))
 
 
 def test_openvino_compiles_in_float32(monkeypatch):

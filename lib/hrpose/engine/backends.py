@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Callable
 
@@ -48,6 +49,7 @@ ONNX_OPSET = 17
 INPUT_NAME = "input"
 # A compiled graph: the input array in, the output arrays out (in the exported order).
 RunGraph = Callable[[np.ndarray], list[np.ndarray]]
+_SOURCE_LOCATION = re.compile(r"Exception from \S+:\d+:")
 
 
 def inference_model(cfg: CfgNode, model: nn.Module, device: torch.device,
@@ -153,15 +155,20 @@ class ExportedModel(nn.Module):
         graph = _export_graph(_Flat(self.model).eval(), example, names, self._dynamic_axes(names),
                               self.backend)
         threads = torch.get_num_threads()
-        run = self._compile(graph, names, threads)
+        try:
+            run = self._compile(graph, names, threads)
+        except Exception as error:  # each runtime raises its own types
+            raise HrposeError(f"TEST.BACKEND {self.backend} cannot compile the export of "
+                              f"{type(self.model).__name__}: {_first_line(error)}; use "
+                              f"TEST.BACKEND eager") from error
         logger.info("TEST.BACKEND %s: exported %s for inputs %s (%d threads)", self.backend,
                     type(self.model).__name__, _describe(self.session_key(images.shape)),
                     threads)
         return run, spec
 
     def _compile(self, graph: bytes, names: list[str], threads: int) -> RunGraph:
-        """A function that runs the serialized ONNX graph on threads threads and returns its
-        outputs names, in order, as arrays the caller may keep."""
+        """A function that runs the serialized ONNX graph on threads threads and returns the
+        outputs called names, in that order, as arrays the caller may keep."""
         raise NotImplementedError
 
     def _dynamic_axes(self, names: list[str]) -> dict[str, dict[int, str]]:
@@ -251,11 +258,19 @@ def _export_graph(module: nn.Module, example: Tensor, names: list[str], dynamic_
                               output_names=names, dynamic_axes=dynamic_axes or None,
                               opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False)
         except Exception as error:  # the exporter raises many unrelated types
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise HrposeError(f"TEST.BACKEND {backend} cannot export "
-                              f"{type(module.model).__name__}: {first_line}; use TEST.BACKEND "
-                              f"eager") from error
+                              f"{type(module.model).__name__}: {_first_line(error)}; use "
+                              f"TEST.BACKEND eager") from error
     return buffer.getvalue()
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of error's message that says what went wrong."""
+    # OpenVINO prefixes its messages with one "Exception from <source file>:<line>:" line per
+    # stack frame.
+    lines = [line for line in str(error).strip().splitlines()
+             if line.strip() and not _SOURCE_LOCATION.fullmatch(line.strip())]
+    return lines[0] if lines else type(error).__name__
 
 
 def _describe(key: tuple) -> str:
