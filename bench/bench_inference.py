@@ -1,17 +1,17 @@
 """Forward-pass speed of the TEST.BACKEND engines against the eager float32 model, on the CPU.
 
 Per case (model, input, batch) it builds the experiment's model with random weights, prepares
-every engine (the onnxruntime export and session creation is timed as "prep"), then runs the
-engines in turn, round after round, in this one process, and keeps each engine's fastest
+every engine (the onnxruntime and openvino export and compilation is timed as "prep"), then runs
+the engines in turn, round after round, in this one process, and keeps each engine's fastest
 forward pass: a CPU shared with other work makes single runs noisy, and alternating spreads the
 noise over all engines. It prints per engine the time, the ratio to eager, the largest absolute
 output difference from eager, and the fraction of this CPU's float32 convolution throughput the
 forward pass reaches: the model's true multiply-adds (models.complexity) x 2 over the time,
 divided by the FLOP/s of one large 3x3 convolution measured in the same run.
 
-Defaults (about 3 minutes on two idle cores): HRNet-W32 256x192 at batch 1 and 32, HRNet-W48
-384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime; two
-timed rounds. --rounds, --warmup, --cases, --engines and --threads change that.
+Defaults (a few minutes on two idle cores): HRNet-W32 256x192 at batch 1 and 32, HRNet-W48
+384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime,
+openvino; two timed rounds. --rounds, --warmup, --cases, --engines and --threads change that.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="untimed rounds first (default 0: preparing an engine already "
                              "runs it once, which creates its kernels)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch (and onnxruntime) threads (default torch's choice)")
+                        help="torch (and onnxruntime and openvino) threads (default torch's "
+                             "choice)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.cases.split(",") if name not in CASES]
     if unknown:

@@ -1,8 +1,10 @@
-"""TEST.BACKEND: the fused and onnxruntime engines give the eager model's maps, poses and AP."""
+"""TEST.BACKEND: the fused, onnxruntime and openvino engines give the eager model's maps, poses
+and AP."""
 
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,18 @@ import torch
 
 from hrpose.apis import PosePredictor
 from hrpose.config import ConfigError, load_config
+from hrpose.config.update import CHOICES
 from hrpose.datasets.synthetic import generate_synthetic_dataset
-from hrpose.engine.backends import OnnxRuntimeModel, inference_model
+from hrpose.engine.backends import (
+    BACKENDS,
+    EXPORTED_ENGINES,
+    ExportedModel,
+    OpenVinoModel,
+    inference_model,
+)
 from hrpose.engine.run_dir import make_run_paths
 from hrpose.engine.trainer import validate_model
+from hrpose.errors import HrposeError
 from hrpose.models import build_model
 from hrpose.utils.checkpoint import save_checkpoint_atomic
 
@@ -38,7 +48,8 @@ REGRESSION_CFG = ("experiments/synthetic/hrnet_regression/"
 # The task's bounds: maps within 1e-4 of eager float32, final keypoints within 1e-3 px.
 MAP_TOLERANCE = 1e-4
 KEYPOINT_TOLERANCE = 1e-3
-ENGINES = ("fused", "onnxruntime")
+EXPORTED = ("onnxruntime", "openvino")
+ENGINES = ("fused", *EXPORTED)
 
 
 def config(cfg_file, opts=(), *extra):
@@ -90,43 +101,122 @@ def run_batches(cfg, backend, shapes):
                          ids=["hrnet", "hourglass-stacks"])
 def test_topdown_engines_give_the_eager_maps_for_full_and_last_batch(cfg_file, opts, backend):
     engine = run_batches(config(cfg_file, opts), backend, [(8, 3, 64, 64), (3, 3, 64, 64)])
-    if backend == "onnxruntime":
-        assert isinstance(engine, OnnxRuntimeModel) and engine.exports == 1
+    if backend in EXPORTED:
+        assert isinstance(engine, EXPORTED_ENGINES[backend]) and engine.exports == 1
 
 
-def test_bottomup_onnxruntime_serves_every_input_size_from_one_export():
-    engine = run_batches(config(BOTTOMUP_CFG, BOTTOMUP_OPTS), "onnxruntime",
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_bottomup_exported_engine_serves_every_input_size_from_one_export(backend):
+    engine = run_batches(config(BOTTOMUP_CFG, BOTTOMUP_OPTS), backend,
                          [(1, 3, 128, 128), (1, 3, 128, 192), (2, 3, 192, 128)])
     assert engine.exports == 1
 
 
 def test_hrnext_onnxruntime_exports_once_per_batch_size():
-    # Its dynamic convolutions fold the batch into the group count of one convolution.
+    # Its dynamic convolutions fold the batch into the group count of one convolution. The
+    # keying is the engines' shared code; one engine tests it (an HRNeXt export takes seconds).
     engine = run_batches(config(HRNEXT_CFG, HRNEXT_OPTS), "onnxruntime",
                          [(3, 3, 64, 64), (2, 3, 64, 64), (3, 3, 64, 64)])
     assert engine.exports == 2
 
 
-def test_regression_model_runs_eagerly_with_one_warning(caplog):
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_regression_model_runs_eagerly_with_one_warning(caplog, backend):
     cfg = config(REGRESSION_CFG, (), "MODEL.PRETRAINED", "")
     model = build_model(cfg, is_train=False)
     with caplog.at_level(logging.WARNING, logger="hrpose.engine.backends"):
-        engine = inference_model(cfg, model, torch.device("cpu"), "onnxruntime")
+        engine = inference_model(cfg, model, torch.device("cpu"), backend)
     assert engine is model
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "deformable" in warnings[0].getMessage()
 
 
-def test_onnxruntime_refuses_a_gpu_model():
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_exported_engine_refuses_a_gpu_model(backend):
     cfg = config(TOPDOWN_CFG, TOPDOWN_OPTS)
-    with pytest.raises(ConfigError, match="runs on the CPU but the model is on cuda"):
-        inference_model(cfg, build_model(cfg, is_train=False), torch.device("cuda"),
-                        "onnxruntime")
+    with pytest.raises(ConfigError, match=f"'{backend}' runs on the CPU but the model is on cuda"):
+        inference_model(cfg, build_model(cfg, is_train=False), torch.device("cuda"), backend)
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_missing_runtime_package_fails_when_the_engine_is_made(monkeypatch, backend):
+    cfg = config(TOPDOWN_CFG, TOPDOWN_OPTS)
+    model = build_model(cfg, is_train=False)
+    # A None entry makes `import backend` raise ImportError, as an absent package does.
+    monkeypatch.setitem(sys.modules, backend, None)
+    with pytest.raises(ConfigError) as error:
+        inference_model(cfg, model, torch.device("cpu"), backend)
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"TEST.BACKEND '{backend}' needs the {backend} package" in message
+
+
+class UnexportableNet(torch.nn.Module):
+    """NCHW maps through an operator the ONNX exporter has no conversion for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, images):
+        return torch.special.i1(self.conv(images))
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_failed_export_is_one_line_naming_the_model(backend):
+    engine = EXPORTED_ENGINES[backend](UnexportableNet())
+    with pytest.raises(HrposeError) as error:
+        engine(torch.randn(1, 3, 8, 8))
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"TEST.BACKEND {backend} cannot export UnexportableNet" in message
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_failed_compilation_is_one_line_naming_the_model(monkeypatch, backend):
+    def failing_compile(engine, graph, names, threads):
+        # OpenVINO's way: one source location per stack frame before what went wrong.
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:105:\n"
+                           "Exception from src/inference/src/model_reader.cpp:188:\n"
+                           "Unable to read the model.\nIts second line\n")
+
+    monkeypatch.setattr(EXPORTED_ENGINES[backend], "_compile", failing_compile)
+    engine = EXPORTED_ENGINES[backend](torch.nn.Conv2d(3, 2, 1))
+    with pytest.raises(HrposeError, match=f"^TEST.BACKEND {backend} cannot compile the export of "
+                                          f"Conv2d: Unable to read the model.; use TEST"):
+        engine(torch.randn(1, 3, 8, 8))
+
+
+def test_openvino_compiles_in_float32(monkeypatch):
+    # On CPUs with bf16 OpenVINO's default precision is bf16; the map tolerance catches that only
+    # on such a CPU, so the compiled model's precision is checked everywhere.
+    import openvino
+
+    compiled_models = []
+    compile_model = openvino.Core.compile_model
+
+    def recording_compile_model(core, *args, **kwargs):
+        compiled_models.append(compile_model(core, *args, **kwargs))
+        return compiled_models[-1]
+
+    monkeypatch.setattr(openvino.Core, "compile_model", recording_compile_model)
+    engine = run_batches(config(TOPDOWN_CFG, TOPDOWN_OPTS), "openvino", [(2, 3, 64, 64)])
+    assert isinstance(engine, OpenVinoModel) and len(compiled_models) == 1
+    compiled = compiled_models[0]
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == torch.get_num_threads()
 
 
 def test_unknown_backend_names_the_key():
     with pytest.raises(ConfigError, match="TEST.BACKEND.*'tensorrt'"):
         config(TOPDOWN_CFG, TOPDOWN_OPTS, "TEST.BACKEND", "tensorrt")
+
+
+def test_config_accepts_every_engine():
+    assert CHOICES["TEST.BACKEND"] == BACKENDS
+    assert config(TOPDOWN_CFG, TOPDOWN_OPTS).TEST.BACKEND == "eager"
+    for backend in BACKENDS:
+        assert config(TOPDOWN_CFG, TOPDOWN_OPTS, "TEST.BACKEND", backend).TEST.BACKEND == backend
 
 
 # --- validation and the predictor --------------------------------------------------------------
@@ -188,11 +278,22 @@ def test_topdown_validation_gives_the_eager_ap_and_results(data, tmp_path, backe
     assert_same_results(eager_results, results)
 
 
-def test_bottomup_validation_gives_the_eager_ap_and_results(data, tmp_path):
-    opts = BOTTOMUP_OPTS + ["TEST.FLIP_TEST", "True"]
-    model_file = checkpoint(BOTTOMUP_CFG, opts, tmp_path / "model.pth")
-    eager_ap, eager_results = validate(BOTTOMUP_CFG, opts, data, tmp_path, model_file, "eager")
-    ap, results = validate(BOTTOMUP_CFG, opts, data, tmp_path, model_file, "onnxruntime")
+BOTTOMUP_VALID_OPTS = BOTTOMUP_OPTS + ["TEST.FLIP_TEST", "True"]
+
+
+@pytest.fixture(scope="module")
+def bottomup_eager(data, tmp_path_factory):
+    """The bottom-up checkpoint and its eager AP and results, shared by the engines' tests."""
+    out = tmp_path_factory.mktemp("bottomup_eager")
+    model_file = checkpoint(BOTTOMUP_CFG, BOTTOMUP_VALID_OPTS, out / "model.pth")
+    return model_file, *validate(BOTTOMUP_CFG, BOTTOMUP_VALID_OPTS, data, out, model_file, "eager")
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_bottomup_validation_gives_the_eager_ap_and_results(data, tmp_path, bottomup_eager,
+                                                            backend):
+    model_file, eager_ap, eager_results = bottomup_eager
+    ap, results = validate(BOTTOMUP_CFG, BOTTOMUP_VALID_OPTS, data, tmp_path, model_file, backend)
     assert ap == pytest.approx(eager_ap, abs=1e-9)
     assert_same_results(eager_results, results)
 
@@ -202,14 +303,17 @@ def test_predictor_runs_the_configured_backend(data, tmp_path):
     image = str(next((data / "images" / "val").iterdir()))
     boxes = np.array([[10.0, 8.0, 60.0, 80.0, 0.9], [30.0, 20.0, 40.0, 50.0, 0.8]])
     persons = {}
-    for backend in ("eager", "onnxruntime"):
+    for backend in ("eager", *EXPORTED):
         cfg = config(TOPDOWN_CFG, TOPDOWN_OPTS, *paths_opts(data, tmp_path, model_file),
                      "TEST.BACKEND", backend, "TEST.FLIP_TEST", "True")
         predictor = PosePredictor.from_config(cfg)
-        assert isinstance(predictor.model, OnnxRuntimeModel) == (backend == "onnxruntime")
+        expected_type = EXPORTED_ENGINES.get(backend, torch.nn.Module)
+        assert isinstance(predictor.model, expected_type)
+        assert isinstance(predictor.model, ExportedModel) == (backend != "eager")
         persons[backend] = predictor(image, boxes=boxes)
-    assert len(persons["onnxruntime"]) == len(persons["eager"]) == 2
-    for want, got in zip(persons["eager"], persons["onnxruntime"]):
-        np.testing.assert_allclose(got.keypoints[:, :2], want.keypoints[:, :2], rtol=0,
-                                   atol=KEYPOINT_TOLERANCE)
-        assert got.score == pytest.approx(want.score, abs=MAP_TOLERANCE)
+    for backend in EXPORTED:
+        assert len(persons[backend]) == len(persons["eager"]) == 2
+        for want, got in zip(persons["eager"], persons[backend]):
+            np.testing.assert_allclose(got.keypoints[:, :2], want.keypoints[:, :2], rtol=0,
+                                       atol=KEYPOINT_TOLERANCE)
+            assert got.score == pytest.approx(want.score, abs=MAP_TOLERANCE)

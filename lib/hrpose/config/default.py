@@ -216,7 +216,8 @@ _C.TEST.MODEL_FILE = ""
 # hotcoco when it is installed and gives pycocotools' numbers for the GT, else pycocotools.
 _C.TEST.EVAL_BACKEND = "auto"
 # What runs the forward pass in testing and inference (engine/backends.py): eager (the module),
-# fused (Conv-BN folded, channels-last) or onnxruntime (CPU; the model exported in memory).
+# fused (Conv-BN folded, channels-last), onnxruntime or openvino (CPU; the model exported to
+# ONNX in memory and run by that runtime).
 _C.TEST.BACKEND = "eager"
 # --- bottom-up (HigherHRNet) ---------------------------------------------------------------------
 # Values of the HigherHRNet experiments. Test scales (must include 1: tags are read at scale 1).

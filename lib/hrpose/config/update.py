@@ -43,7 +43,7 @@ CHOICES: dict[str, tuple] = {
     "TEST.ASSIGNMENT_SOLVER": ("munkres", "scipy"),
     "TEST.GAUSSIAN_FIT": ("reference", "corrected"),
     "TEST.EVAL_BACKEND": ("auto", "pycocotools", "hotcoco"),
-    "TEST.BACKEND": ("eager", "fused", "onnxruntime"),
+    "TEST.BACKEND": ("eager", "fused", "onnxruntime", "openvino"),
     "LOSS.TAG_LOSS": ("ae", "hae"),
     "TRAIN.OPTIMIZER": ("adam", "adamw", "sgd"),
     "TRAIN.LR_SCHEDULER": ("multistep", "cosine"),

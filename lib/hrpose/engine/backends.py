@@ -1,4 +1,5 @@
-"""Inference engines behind TEST.BACKEND: the eager model, a folded channels-last copy, onnxruntime.
+"""Inference engines behind TEST.BACKEND: the eager model, a folded channels-last copy, onnxruntime,
+OpenVINO.
 
     model = inference_model(cfg, model, device)   # after the weights are loaded
     heatmaps = model(images)                      # same call, same output structure
@@ -6,12 +7,13 @@
 - ``eager``: the PyTorch module as built (the default).
 - ``fused``: a copy with every Conv-BatchNorm pair folded (models.fuse) in channels-last memory
   format, so oneDNN runs NHWC kernels without reordering between layers.
-- ``onnxruntime``: the model exported in memory with the TorchScript-based ONNX exporter and run
-  by an onnxruntime CPU session at the highest graph optimisation level (which includes the
-  NCHWc layout transformer on x86) on as many threads as torch uses. The batch axis is dynamic
-  (one export serves the full and the last, smaller batch and the flipped batch); bottom-up
-  models also get dynamic height and width, so the per-image input sizes of the bottom-up test
-  pipeline reuse the same session. HRNeXt's dynamic convolutions fold the batch into the group
+- ``onnxruntime`` and ``openvino``: the model exported in memory with the TorchScript-based ONNX
+  exporter and run on the CPU on as many threads as torch uses, by an onnxruntime session at the
+  highest graph optimisation level (which includes the NCHWc layout transformer on x86), or
+  compiled by OpenVINO's CPU plugin in float32 for latency. The batch axis is dynamic (one
+  export serves the full and the last, smaller batch and the flipped batch); bottom-up models
+  also get dynamic height and width, so the per-image input sizes of the bottom-up test pipeline
+  reuse the same compiled graph. HRNeXt's dynamic convolutions fold the batch into the group
   count of a convolution, a number the exported graph has to know: those models get one export
   per batch size. Exports live in memory for the life of the engine and leave no files.
 
@@ -21,11 +23,14 @@ export; a model torch.fx cannot trace cannot be fused) run eagerly, with one war
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
+import re
 import warnings
-from typing import Any
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
@@ -39,9 +44,12 @@ from ..models.fuse import fuse_conv_bn
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "fused", "onnxruntime")
+BACKENDS = ("eager", "fused", "onnxruntime", "openvino")
 ONNX_OPSET = 17
 INPUT_NAME = "input"
+# A compiled graph: the input array in, the output arrays out (in the exported order).
+RunGraph = Callable[[np.ndarray], list[np.ndarray]]
+_SOURCE_LOCATION = re.compile(r"Exception from \S+:\d+:")
 
 
 def inference_model(cfg: CfgNode, model: nn.Module, device: torch.device,
@@ -49,8 +57,8 @@ def inference_model(cfg: CfgNode, model: nn.Module, device: torch.device,
     """model (weights loaded, on device) run by backend (default TEST.BACKEND), in eval mode.
 
     The result is called like model and returns the same structure of tensors (one tensor, or a
-    list of them), on the CPU for onnxruntime. Raises ConfigError for a backend that cannot run
-    on device.
+    list of them), on the CPU for onnxruntime and openvino. Raises ConfigError for a backend that
+    cannot run on device or whose package is not installed.
     """
     backend = cfg.TEST.BACKEND if backend is None else backend
     model = model.eval()
@@ -62,14 +70,14 @@ def inference_model(cfg: CfgNode, model: nn.Module, device: torch.device,
     if backend == "fused":
         return _fused(model, cfg.MODEL.NAME)
     if torch.device(device).type != "cpu":
-        raise ConfigError(f"TEST.BACKEND 'onnxruntime' runs on the CPU but the model is on "
+        raise ConfigError(f"TEST.BACKEND {backend!r} runs on the CPU but the model is on "
                           f"{device}; use TEST.BACKEND eager or fused there, or DEVICE cpu")
     if is_regression(cfg.MODEL.NAME):
-        logger.warning("TEST.BACKEND onnxruntime: %s runs eagerly, its adaptive convolutions "
+        logger.warning("TEST.BACKEND %s: %s runs eagerly, its adaptive convolutions "
                        "(torchvision deformable convolutions) have no ONNX export",
-                       cfg.MODEL.NAME)
+                       backend, cfg.MODEL.NAME)
         return model
-    return OnnxRuntimeModel(model, dynamic_size=is_bottom_up(cfg.MODEL.NAME))
+    return EXPORTED_ENGINES[backend](model, dynamic_size=is_bottom_up(cfg.MODEL.NAME))
 
 
 def _fused(model: nn.Module, model_name: str) -> nn.Module:
@@ -81,30 +89,36 @@ def _fused(model: nn.Module, model_name: str) -> nn.Module:
     return fused.to(memory_format=torch.channels_last)
 
 
-def _import_onnxruntime():
+def _import_runtime(backend: str, package: str):
     try:
-        import onnxruntime
+        return importlib.import_module(package)
     except ImportError as error:
-        raise ConfigError("TEST.BACKEND 'onnxruntime' needs the onnxruntime package "
-                          "(pip install -r requirements.txt)") from error
-    return onnxruntime
+        raise ConfigError(f"TEST.BACKEND {backend!r} needs the {package} package "
+                          f"(pip install -r requirements.txt)") from error
 
 
-class OnnxRuntimeModel(nn.Module):
-    """model exported to ONNX and run by onnxruntime on the CPU, exported on first use.
+class ExportedModel(nn.Module):
+    """model exported to ONNX in memory on first use and run on the CPU by the runtime of a
+    subclass (one compiled graph per session key).
 
     dynamic_size: height and width are dynamic axes too (bottom-up inputs vary per image).
     The wrapped model stays a submodule: its parameters say where inputs go, and it traces the
-    exports.
+    exports. A subclass names its TEST.BACKEND value and package, and turns a serialized graph
+    into a function from the input array to the output arrays (_compile).
     """
+
+    backend = ""
+    package = ""
 
     def __init__(self, model: nn.Module, dynamic_size: bool = False) -> None:
         super().__init__()
+        # Imported here so that a missing package fails when the engine is made, not mid-run.
+        self._runtime = _import_runtime(self.backend, self.package)
         self.model = model.eval()
         self.dynamic_size = dynamic_size
         # The batch folds into the group count of HRNeXt's per-sample kernels (see module doc).
         self.fixed_batch = any(isinstance(m, KernelAggregation) for m in model.modules())
-        self._sessions: dict[tuple, tuple[Any, list[str], pytree.TreeSpec]] = {}
+        self._sessions: dict[tuple, tuple[RunGraph, pytree.TreeSpec]] = {}
 
     def session_key(self, shape: torch.Size) -> tuple:
         """The input shape with its dynamic axes left out: inputs with the same key share one
@@ -124,34 +138,38 @@ class OnnxRuntimeModel(nn.Module):
         key = self.session_key(images.shape)
         if key not in self._sessions:
             self._sessions[key] = self._export(images)
-        session, names, spec = self._sessions[key]
-        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        outputs = session.run(names, {INPUT_NAME: array})
+        run, spec = self._sessions[key]
+        outputs = run(images.detach().to("cpu", torch.float32).contiguous().numpy())
         return pytree.tree_unflatten([torch.from_numpy(output) for output in outputs], spec)
 
-    def _export(self, images: Tensor) -> tuple[Any, list[str], pytree.TreeSpec]:
-        onnxruntime = _import_onnxruntime()
+    def _export(self, images: Tensor) -> tuple[RunGraph, pytree.TreeSpec]:
         example = images[:1] if not self.fixed_batch else images
         example = example.detach().to("cpu", torch.float32).contiguous()
         with torch.no_grad():
             leaves, spec = pytree.tree_flatten(self.model(example))
         if not all(isinstance(leaf, Tensor) and leaf.dim() == 4 for leaf in leaves):
-            raise HrposeError(f"TEST.BACKEND onnxruntime runs models that return NCHW tensors; "
-                              f"{type(self.model).__name__} returns {spec}")
+            raise HrposeError(f"TEST.BACKEND {self.backend} runs models that return NCHW "
+                              f"tensors; {type(self.model).__name__} returns {spec}")
         names = [f"output{index}" for index in range(len(leaves))]
         # In eval mode: the exporter afterwards puts the whole tree back in the wrapper's mode.
-        graph = _export_graph(_Flat(self.model).eval(), example, names, self._dynamic_axes(names))
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(graph, options,
-                                               providers=["CPUExecutionProvider"])
-        logger.info("TEST.BACKEND onnxruntime: exported %s for inputs %s (%d threads)",
+        graph = _export_graph(_Flat(self.model).eval(), example, names, self._dynamic_axes(names),
+                              self.backend)
+        threads = torch.get_num_threads()
+        try:
+            run = self._compile(graph, names, threads)
+        except Exception as error:  # each runtime raises its own types
+            raise HrposeError(f"TEST.BACKEND {self.backend} cannot compile the export of "
+                              f"{type(self.model).__name__}: {_first_line(error)}; use "
+                              f"TEST.BACKEND eager") from error
+        logger.info("TEST.BACKEND %s: exported %s for inputs %s (%d threads)", self.backend,
                     type(self.model).__name__, _describe(self.session_key(images.shape)),
-                    options.intra_op_num_threads)
-        return session, names, spec
+                    threads)
+        return run, spec
+
+    def _compile(self, graph: bytes, names: list[str], threads: int) -> RunGraph:
+        """A function that runs the serialized ONNX graph on threads threads and returns the
+        outputs called names, in that order, as arrays the caller may keep."""
+        raise NotImplementedError
 
     def _dynamic_axes(self, names: list[str]) -> dict[str, dict[int, str]]:
         axes: dict[int, str] = {} if self.fixed_batch else {0: "batch"}
@@ -166,6 +184,56 @@ class OnnxRuntimeModel(nn.Module):
         return dynamic
 
 
+class OnnxRuntimeModel(ExportedModel):
+    """The exported graph run by an onnxruntime CPU session at the highest graph optimisation
+    level."""
+
+    backend = "onnxruntime"
+    package = "onnxruntime"
+
+    def _compile(self, graph: bytes, names: list[str], threads: int) -> RunGraph:
+        onnxruntime = self._runtime
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(graph, options,
+                                               providers=["CPUExecutionProvider"])
+        return lambda array: session.run(names, {INPUT_NAME: array})
+
+
+class OpenVinoModel(ExportedModel):
+    """The exported graph compiled by OpenVINO for its CPU plugin, in float32, for latency."""
+
+    backend = "openvino"
+    package = "openvino"
+
+    def _compile(self, graph: bytes, names: list[str], threads: int) -> RunGraph:
+        core = self._runtime.Core()
+        # Float32 is explicit: on CPUs with bf16 (AMX, AVX512-BF16) the plugin's default
+        # precision is bf16, whose maps are far outside eager's. The graph is read from bytes:
+        # no file to write and remove.
+        compiled = core.compile_model(core.read_model(graph), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        })
+        request = compiled.create_infer_request()
+        ports = [compiled.output(name) for name in names]
+
+        def run(array: np.ndarray) -> list[np.ndarray]:
+            # share_outputs stays False: the request reuses its output buffers on the next call.
+            results = request.infer({INPUT_NAME: array}, share_inputs=True)
+            return [results[port] for port in ports]
+
+        return run
+
+
+EXPORTED_ENGINES: dict[str, type[ExportedModel]] = {"onnxruntime": OnnxRuntimeModel,
+                                                    "openvino": OpenVinoModel}
+
+
 class _Flat(nn.Module):
     """The model with its outputs flattened to a tuple of tensors, as the exporter wants them."""
 
@@ -177,8 +245,8 @@ class _Flat(nn.Module):
         return tuple(pytree.tree_leaves(self.model(images)))
 
 
-def _export_graph(module: nn.Module, example: Tensor, names: list[str],
-                  dynamic_axes: dict) -> bytes:
+def _export_graph(module: nn.Module, example: Tensor, names: list[str], dynamic_axes: dict,
+                  backend: str) -> bytes:
     """The serialized ONNX graph of module traced on example."""
     buffer = io.BytesIO()
     # The TorchScript exporter's tracer and deprecation notices concern its own use, not the
@@ -190,11 +258,19 @@ def _export_graph(module: nn.Module, example: Tensor, names: list[str],
                               output_names=names, dynamic_axes=dynamic_axes or None,
                               opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False)
         except Exception as error:  # the exporter raises many unrelated types
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise HrposeError(f"TEST.BACKEND onnxruntime cannot export "
-                              f"{type(module.model).__name__}: {first_line}; use TEST.BACKEND "
-                              f"eager") from error
+            raise HrposeError(f"TEST.BACKEND {backend} cannot export "
+                              f"{type(module.model).__name__}: {_first_line(error)}; use "
+                              f"TEST.BACKEND eager") from error
     return buffer.getvalue()
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of error's message that says what went wrong."""
+    # OpenVINO prefixes its messages with one "Exception from <source file>:<line>:" line per
+    # stack frame.
+    lines = [line for line in str(error).strip().splitlines()
+             if line.strip() and not _SOURCE_LOCATION.fullmatch(line.strip())]
+    return lines[0] if lines else type(error).__name__
 
 
 def _describe(key: tuple) -> str:
