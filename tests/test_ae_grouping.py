@@ -29,6 +29,21 @@ from reference_grouping import munkres_pairs, reference_group, scipy_pairs
 J = 17
 
 
+def assert_every_person_recovered(poses, positions, person_tags):
+    """poses (P, J, 3 + D) are the people at positions (P, J, 2) whose tags are person_tags (P, D),
+    each once: exact positions, joint values 1, the person's tags (the first picks the person)."""
+    assert poses.shape == (len(positions), J, 3 + person_tags.shape[1])
+    recovered = []
+    for pose in poses:
+        person = int(np.argmin(np.abs(person_tags[:, 0] - pose[0, 3])))
+        recovered.append(person)
+        np.testing.assert_array_equal(pose[:, :2], positions[person])
+        np.testing.assert_array_equal(pose[:, 2], 1.0)
+        np.testing.assert_allclose(pose[:, 3:], np.tile(person_tags[person], (J, 1)), rtol=0,
+                                   atol=1e-6)
+    assert sorted(recovered) == list(range(len(positions)))
+
+
 def test_default_joint_order():
     assert default_joint_order(17) == REFERENCE_JOINT_ORDER
     assert default_joint_order(14) == (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13)
@@ -48,15 +63,7 @@ def test_recovers_every_person_from_ideal_maps():
     params = GroupingParams(num_joints=J, detection_threshold=0.1, nms_kernel=5, nms_padding=2,
                             adjust=False, refine=False)
     (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
-    assert poses.shape == (num_people, J, 4)
-    recovered = set()
-    for pose in poses:
-        person = int(np.argmin(np.abs(person_tags - pose[0, 3])))
-        recovered.add(person)
-        np.testing.assert_array_equal(pose[:, :2], positions[person])
-        np.testing.assert_array_equal(pose[:, 2], 1.0)
-        np.testing.assert_allclose(pose[:, 3], person_tags[person], rtol=0, atol=1e-6)
-    assert recovered == set(range(num_people))
+    assert_every_person_recovered(poses, positions, person_tags[:, None])
     np.testing.assert_array_equal(scores, 1.0)
 
     # With adjust, a symmetric peak ties on both axes: -0.25 then +0.5.
@@ -303,16 +310,7 @@ def test_recovers_every_person_with_flip_tags(num_people):
     params = GroupingParams(num_joints=J, detection_threshold=0.1, tag_threshold=1.0,
                             nms_kernel=5, nms_padding=2, adjust=False, refine=False)
     (poses, scores), = group_keypoints(*batch, params)
-    assert poses.shape == (num_people, J, 5)
-    recovered = []
-    for pose in poses:
-        person = int(np.argmin(np.abs(first_tags - pose[0, 3])))
-        recovered.append(person)
-        np.testing.assert_array_equal(pose[:, :2], positions[person])
-        np.testing.assert_array_equal(pose[:, 2], 1.0)
-        np.testing.assert_allclose(pose[:, 3], first_tags[person], rtol=0, atol=1e-6)
-        np.testing.assert_allclose(pose[:, 4], second_tags[person], rtol=0, atol=1e-6)
-    assert sorted(recovered) == list(range(num_people))
+    assert_every_person_recovered(poses, positions, np.stack([first_tags, second_tags], axis=1))
     np.testing.assert_array_equal(scores, 1.0)
     # Adjust and refine on: every joint was found, so refine has nothing to fill, and the
     # symmetric peaks tie on both axes (-0.25, then +0.5).

@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
+from experiment_models import build
 from hrpose.config import ConfigError, get_default_config, load_config
 from hrpose.models import build_model
 from hrpose.models.backbones.hrnet import HighResolutionModule, HighResolutionNet, HRNetSpec
@@ -70,10 +71,6 @@ HRNET_KEY_GRAMMAR = [re.compile(pattern + "$") for pattern in (
     rf"stage[234]\.\d\.fuse_layers\.\d\.\d\.\d\.1\.{_BN}",
     r"final_layer\.(weight|bias)",
 )]
-
-
-def build(cfg_path, *opts, is_train=False):
-    return build_model(load_config(cfg_path, list(opts)), is_train=is_train)
 
 
 def meta_model(cfg_path, *opts):
