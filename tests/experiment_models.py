@@ -1,11 +1,13 @@
-"""Models built from experiment files (with weights, or on the meta device) and BatchNorms given
-trained-looking statistics, shared by the model tests."""
+"""Models built from experiment files (with weights, or on the meta device), BatchNorms given
+trained-looking statistics and state dicts reloaded through the checkpoint loader, shared by
+the model tests."""
 
 import torch
 from torch import nn
 
 from hrpose.config import load_config
 from hrpose.models import build_model
+from hrpose.utils.checkpoint import load_model_weights
 
 
 def config(cfg_path, *opts):
@@ -34,3 +36,14 @@ def randomize_batchnorms_(module, spread):
             layer.running_var.uniform_(0.5, 2.0)
             layer.weight.data.uniform_(0.5, 1.5)
             layer.bias.data.uniform_(-spread, spread)
+
+
+def assert_reloads_exactly(model, fresh, path, prefix=""):
+    """Save model's state dict to path with prefix before every key (as wrappers write them),
+    load it into fresh through the strict checkpoint loader and check fresh holds every tensor."""
+    state = model.state_dict()
+    torch.save({prefix + key: value for key, value in state.items()}, path)
+    load_model_weights(fresh, str(path))
+    loaded = fresh.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from experiment_models import build, config, meta_model
+from experiment_models import assert_reloads_exactly, build, config, meta_model
 from hrpose.config import ConfigError
 from hrpose.models import build_model
 from hrpose.models.backbones.hourglass import Hourglass, PoseHourglassNet
@@ -264,13 +264,8 @@ def test_experiment_files_follow_darks_recipe():
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_saved_state_dict_loads_strictly(prefix, hg4, tmp_path):
-    path = tmp_path / "hg4_128x96.pth"
-    torch.save({prefix + key: value for key, value in hg4.state_dict().items()}, path)
     torch.manual_seed(3)
-    fresh = build(HG4)
-    load_model_weights(fresh, str(path))
-    loaded = fresh.state_dict()
-    assert all(torch.equal(value, loaded[key]) for key, value in hg4.state_dict().items())
+    assert_reloads_exactly(hg4, build(HG4), tmp_path / "hg4_128x96.pth", prefix)
 
 
 def test_checkpoint_with_more_stacks_is_refused_with_its_extra_keys(tmp_path):

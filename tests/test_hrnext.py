@@ -12,7 +12,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from experiment_models import build, config, meta_model, randomize_batchnorms_
+from experiment_models import (
+    assert_reloads_exactly,
+    build,
+    config,
+    meta_model,
+    randomize_batchnorms_,
+)
 from hrpose.codecs.heatmap import decode_standard
 from hrpose.config import ConfigError, load_config
 from hrpose.models.backbones.hrnext import (
@@ -23,7 +29,6 @@ from hrpose.models.backbones.hrnext import (
     PoseHRNeXt,
 )
 from hrpose.models.complexity import hrnet_repo_gflops, measure_complexity, summarize
-from hrpose.utils.checkpoint import load_model_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HRNEXT_DIRS = [REPO_ROOT / "experiments" / name / "hrnext"
@@ -324,13 +329,8 @@ def test_init_weights_follows_the_reference():
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_saved_state_dict_loads_strictly(prefix, small, tmp_path):
-    path = tmp_path / "hrnext_small.pth"
-    torch.save({prefix + key: value for key, value in small.state_dict().items()}, path)
     torch.manual_seed(6)
-    fresh = build(S_256)
-    load_model_weights(fresh, str(path))
-    loaded = fresh.state_dict()
-    assert all(torch.equal(value, loaded[key]) for key, value in small.state_dict().items())
+    assert_reloads_exactly(small, build(S_256), tmp_path / "hrnext_small.pth", prefix)
 
 
 # --- training ----------------------------------------------------------------------------------
