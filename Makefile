@@ -8,6 +8,9 @@ DEMO_CFG := experiments/synthetic/hrnet/w16_128x96_adam_lr2e-3.yaml
 BOTTOMUP_DEMO_CFG := experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml
 # The bottom-up demo starts its trunk from the top-down demo's model (MODEL.PRETRAINED there).
 TOPDOWN_DEMO_MODEL := output/synthetic/pose_hrnet/w16_128x96_adam_lr2e-3/model_best.pth
+# `make test` runs the suite in this many pytest-xdist processes of one thread each, every test
+# file in one process (its module fixtures built once); `make test TEST_WORKERS=8` on more cores.
+TEST_WORKERS ?= 2
 
 .PHONY: all install test demo demo-bottomup bench clean
 
@@ -24,7 +27,7 @@ $(STAMP): requirements.txt setup.py lib/hrpose/nms/_oks_nms.pyx
 
 test: install
 	$(VPY) -m ruff check .
-	$(VPY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: install
 	$(VPY) tools/demo.py --cfg $(DEMO_CFG)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from grouping_scenes import as_batch, random_positions, render_people
 from hrpose.config import load_config
 from hrpose.config.update import ConfigError
 from hrpose.postprocess import ae_grouping, bottomup_inference
@@ -28,47 +29,19 @@ from reference_grouping import munkres_pairs, reference_group, scipy_pairs
 J = 17
 
 
-def render_people(positions, person_tags, height, width, peaks=None, sigma=1.0):
-    """Ideal maps for people at integer joint positions (P, J, 2) as x, y.
-
-    Heatmaps (J, H, W): per-pixel max of Gaussians (peak ``peaks[p, j]``, default 1; a peak of
-    0 leaves the joint out). Tags (J, H, W): each pixel of joint map j carries the tag of the
-    person whose joint j is nearest (an ideal embedding).
-    """
-    positions = np.asarray(positions, dtype=np.float64)
-    num_people, num_joints = positions.shape[:2]
-    peaks = np.ones((num_people, num_joints)) if peaks is None else np.asarray(peaks, float)
-    rows, columns = np.mgrid[0:height, 0:width]
-    heatmaps = np.zeros((num_joints, height, width), dtype=np.float32)
-    tags = np.zeros((num_joints, height, width), dtype=np.float32)
-    for joint in range(num_joints):
-        nearest = np.full((height, width), np.inf)
-        for person in range(num_people):
-            x, y = positions[person, joint]
-            squared = (columns - x) ** 2 + (rows - y) ** 2
-            gaussian = peaks[person, joint] * np.exp(-squared / (2 * sigma ** 2))
-            heatmaps[joint] = np.maximum(heatmaps[joint], gaussian)
-            closer = squared < nearest
-            tags[joint][closer] = person_tags[person]
-            nearest = np.minimum(nearest, squared)
-    return heatmaps, tags
-
-
-def random_people(rng, num_people, height, width, min_separation=7):
-    """Integer positions (P, J, 2) kept min_separation apart within each joint type."""
-    positions = np.zeros((num_people, J, 2), dtype=np.int64)
-    for joint in range(J):
-        chosen = []
-        while len(chosen) < num_people:
-            candidate = rng.integers([3, 3], [width - 3, height - 3])
-            if all(np.abs(candidate - other).max() >= min_separation for other in chosen):
-                chosen.append(candidate)
-        positions[:, joint] = chosen
-    return positions
-
-
-def as_batch(heatmaps, tags):
-    return torch.from_numpy(heatmaps)[None], torch.from_numpy(tags)[None]
+def assert_every_person_recovered(poses, positions, person_tags):
+    """poses (P, J, 3 + D) are the people at positions (P, J, 2) whose tags are person_tags (P, D),
+    each once: exact positions, joint values 1, the person's tags (the first picks the person)."""
+    assert poses.shape == (len(positions), J, 3 + person_tags.shape[1])
+    recovered = []
+    for pose in poses:
+        person = int(np.argmin(np.abs(person_tags[:, 0] - pose[0, 3])))
+        recovered.append(person)
+        np.testing.assert_array_equal(pose[:, :2], positions[person])
+        np.testing.assert_array_equal(pose[:, 2], 1.0)
+        np.testing.assert_allclose(pose[:, 3:], np.tile(person_tags[person], (J, 1)), rtol=0,
+                                   atol=1e-6)
+    assert sorted(recovered) == list(range(len(positions)))
 
 
 def test_default_joint_order():
@@ -84,21 +57,13 @@ def test_default_joint_order():
 def test_recovers_every_person_from_ideal_maps():
     rng = np.random.default_rng(3)
     height, width, num_people = 56, 64, 6
-    positions = random_people(rng, num_people, height, width)
+    positions = random_positions(rng, num_people, height, width)
     person_tags = rng.permutation(np.arange(num_people) * 2.0 - 5.0) + rng.uniform(-0.2, 0.2)
     heatmaps, tags = render_people(positions, person_tags, height, width)
     params = GroupingParams(num_joints=J, detection_threshold=0.1, nms_kernel=5, nms_padding=2,
                             adjust=False, refine=False)
     (poses, scores), = group_keypoints(*as_batch(heatmaps, tags), params)
-    assert poses.shape == (num_people, J, 4)
-    recovered = set()
-    for pose in poses:
-        person = int(np.argmin(np.abs(person_tags - pose[0, 3])))
-        recovered.add(person)
-        np.testing.assert_array_equal(pose[:, :2], positions[person])
-        np.testing.assert_array_equal(pose[:, 2], 1.0)
-        np.testing.assert_allclose(pose[:, 3], person_tags[person], rtol=0, atol=1e-6)
-    assert recovered == set(range(num_people))
+    assert_every_person_recovered(poses, positions, person_tags[:, None])
     np.testing.assert_array_equal(scores, 1.0)
 
     # With adjust, a symmetric peak ties on both axes: -0.25 then +0.5.
@@ -334,7 +299,7 @@ def test_recovers_every_person_with_flip_tags(num_people):
     # pass gives every person a slightly different second tag.
     rng = np.random.default_rng(100 + num_people)
     height, width = 64, 72
-    positions = random_people(rng, num_people, height, width)
+    positions = random_positions(rng, num_people, height, width)
     first_tags = rng.permutation(num_people) * 2.0 - num_people + rng.uniform(-0.3, 0.3)
     second_tags = first_tags + rng.uniform(-0.2, 0.2, num_people)
     heatmaps, tags_first = render_people(positions, first_tags, height, width)
@@ -345,16 +310,7 @@ def test_recovers_every_person_with_flip_tags(num_people):
     params = GroupingParams(num_joints=J, detection_threshold=0.1, tag_threshold=1.0,
                             nms_kernel=5, nms_padding=2, adjust=False, refine=False)
     (poses, scores), = group_keypoints(*batch, params)
-    assert poses.shape == (num_people, J, 5)
-    recovered = []
-    for pose in poses:
-        person = int(np.argmin(np.abs(first_tags - pose[0, 3])))
-        recovered.append(person)
-        np.testing.assert_array_equal(pose[:, :2], positions[person])
-        np.testing.assert_array_equal(pose[:, 2], 1.0)
-        np.testing.assert_allclose(pose[:, 3], first_tags[person], rtol=0, atol=1e-6)
-        np.testing.assert_allclose(pose[:, 4], second_tags[person], rtol=0, atol=1e-6)
-    assert sorted(recovered) == list(range(num_people))
+    assert_every_person_recovered(poses, positions, np.stack([first_tags, second_tags], axis=1))
     np.testing.assert_array_equal(scores, 1.0)
     # Adjust and refine on: every joint was found, so refine has nothing to fill, and the
     # symmetric peaks tie on both axes (-0.25, then +0.5).

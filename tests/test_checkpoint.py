@@ -2,6 +2,7 @@
 writes."""
 
 import os
+import re
 from collections import OrderedDict
 
 import pytest
@@ -105,17 +106,36 @@ def test_missing_num_batches_tracked_is_tolerated():
 def test_missing_and_corrupt_files_name_the_path(tmp_path):
     with pytest.raises(CheckpointError, match="not found: '.*nothing.pth'"):
         load_checkpoint_file(str(tmp_path / "nothing.pth"))
-    corrupt = tmp_path / "corrupt.pth"
-    corrupt.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint '.*corrupt.pth'"):
-        load_checkpoint_file(str(corrupt))
 
 
-def test_weights_only_refuses_arbitrary_objects(tmp_path):
+
+@pytest.mark.parametrize("kind", ["text", "random bytes", "empty", "cut short"])
+def test_a_file_that_is_no_checkpoint_gives_one_line_naming_it(kind, tmp_path):
+    path = tmp_path / "corrupt.pth"
+    torch.save({"w": torch.zeros(3)}, path)
+    contents = {"text": b"this is not a checkpoint\n",
+                "random bytes": torch.randint(0, 256, (2000,), dtype=torch.uint8,
+                                              generator=torch.Generator().manual_seed(0)).numpy()
+                .tobytes(),
+                "empty": b"", "cut short": path.read_bytes()[:200]}
+    path.write_bytes(contents[kind])
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint_file(str(path))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert re.fullmatch(rf"'{re.escape(str(path))}' is not a PyTorch checkpoint \(.+\)", message)
+
+
+def test_weights_only_refuses_arbitrary_objects_in_one_line(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"state_dict": TinyNet().state_dict(), "obj": Payload()}, path)
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError) as raised:
         load_checkpoint_file(str(path))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot read checkpoint '{path}': it holds Python objects other "
+                              f"than tensors")
+    assert "Payload" in message
 
 
 def test_save_refuses_non_plain_values_and_leaves_nothing(tmp_path):

@@ -285,15 +285,22 @@ def test_all_stacks_on_a_model_without_stacks_warns_and_exports_its_output(tmp_p
     (["--camera", "99"], "cannot open camera 99"),
     (["--image", "picture.jpg", "--boxes", "detections"],
      "person detection file not found: 'detections'"),
+    (["--image", "picture.jpg", "--boxes", "empty.json"], "empty.json"),
+    (["--image", "picture.jpg"], "is a top-down model and needs person boxes: pass --boxes"),
+    (["--image", "picture.jpg", "--detector-weights", "missing.pth"], "missing.pth"),
+    (["--image", "picture.jpg", "--boxes", "empty.json", "--detector-weights", "missing.pth"],
+     "not both"),
 ])
 def test_bad_inference_demo_inputs_are_one_line(arguments, expected, tmp_path):
     (tmp_path / "picture.jpg").write_bytes(b"not read: the inputs are checked first")
     (tmp_path / "detections").mkdir()
+    (tmp_path / "empty.json").write_bytes(b"")
     before = snapshot(tmp_path)
     result = run_tool("inference_demo.py", "--cfg", REPO_ROOT / HRNET_CFG, *arguments,
                       "--output-dir", "out", *TINY_MODEL, cwd=tmp_path)
     error_line(result, expected)
     assert_unchanged(before, tmp_path)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("arguments, expected", [

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from experiment_models import randomize_batchnorms_
 from hrpose.config import load_config
 from hrpose.models import build_model
 from hrpose.models.fuse import fuse_conv_bn
@@ -21,12 +22,7 @@ def trained_looking_model(repo_root, cfg_file, opts):
     torch.manual_seed(0)
     cfg = load_config(str(repo_root / cfg_file), ["MODEL.INIT_METHOD", "kaiming", *opts])
     model = build_model(cfg, is_train=True)
-    for layer in model.modules():
-        if isinstance(layer, nn.BatchNorm2d):
-            layer.running_mean.uniform_(-0.2, 0.2)
-            layer.running_var.uniform_(0.5, 2.0)
-            layer.weight.data.uniform_(0.5, 1.5)
-            layer.bias.data.uniform_(-0.2, 0.2)
+    randomize_batchnorms_(model, 0.2)
     return model.eval()
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from experiment_models import assert_reloads_exactly
 from hrpose.config import ConfigError, load_config
 from hrpose.config.model_extras import is_bottom_up
 from hrpose.models import build_model
@@ -186,13 +187,8 @@ def test_deconvolution_kernels_3_and_2_double_the_size():
 
 @pytest.mark.parametrize("prefix", ["1.", "module.", "module.1."])
 def test_official_style_prefixed_state_dict_loads_strictly(prefix, synthetic_model, tmp_path):
-    path = tmp_path / "pose_higher_hrnet_w16_256.pth"
-    torch.save({prefix + key: value for key, value in synthetic_model.state_dict().items()}, path)
-    fresh = build(SYNTHETIC, seed=2)
-    load_model_weights(fresh, str(path))
-    loaded = fresh.state_dict()
-    assert all(torch.equal(value, loaded[key])
-               for key, value in synthetic_model.state_dict().items())
+    assert_reloads_exactly(synthetic_model, build(SYNTHETIC, seed=2),
+                           tmp_path / "pose_higher_hrnet_w16_256.pth", prefix)
 
 
 def test_checkpoint_missing_a_key_is_named(synthetic_model, tmp_path):

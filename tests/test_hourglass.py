@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hrpose.config import ConfigError, load_config
+from experiment_models import assert_reloads_exactly, build, config, meta_model
+from hrpose.config import ConfigError
 from hrpose.models import build_model
 from hrpose.models.backbones.hourglass import Hourglass, PoseHourglassNet
 from hrpose.models.complexity import summarize
@@ -23,19 +24,6 @@ HG8 = str(HOURGLASS / "hg8_128x96_d256x3_adam_lr2.5e-4.yaml")
 # A narrow two-stack model with two units per position: cheap, and it covers NUM_BLOCKS > 1.
 SMALL = ("MODEL.EXTRA.NUM_FEATURES", "32", "MODEL.EXTRA.NUM_STACKS", "2",
          "MODEL.EXTRA.NUM_BLOCKS", "2")
-
-def config(cfg_path, *opts):
-    return load_config(cfg_path, list(opts))
-
-
-def build(cfg_path, *opts, is_train=False):
-    return build_model(config(cfg_path, *opts), is_train=is_train)
-
-
-def meta_model(cfg_path, *opts):
-    with torch.device("meta"):
-        return build(cfg_path, *opts)
-
 
 def summary(cfg_path, height=128, width=96):
     """summarize() of an experiment's model at an input size, measured once per module run."""
@@ -276,13 +264,8 @@ def test_experiment_files_follow_darks_recipe():
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_saved_state_dict_loads_strictly(prefix, hg4, tmp_path):
-    path = tmp_path / "hg4_128x96.pth"
-    torch.save({prefix + key: value for key, value in hg4.state_dict().items()}, path)
     torch.manual_seed(3)
-    fresh = build(HG4)
-    load_model_weights(fresh, str(path))
-    loaded = fresh.state_dict()
-    assert all(torch.equal(value, loaded[key]) for key, value in hg4.state_dict().items())
+    assert_reloads_exactly(hg4, build(HG4), tmp_path / "hg4_128x96.pth", prefix)
 
 
 def test_checkpoint_with_more_stacks_is_refused_with_its_extra_keys(tmp_path):

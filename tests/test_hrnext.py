@@ -12,9 +12,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from experiment_models import (
+    assert_reloads_exactly,
+    build,
+    config,
+    meta_model,
+    randomize_batchnorms_,
+)
 from hrpose.codecs.heatmap import decode_standard
 from hrpose.config import ConfigError, load_config
-from hrpose.models import build_model
 from hrpose.models.backbones.hrnext import (
     DynamicKernelConv,
     HRNeXtBlock,
@@ -23,7 +29,6 @@ from hrpose.models.backbones.hrnext import (
     PoseHRNeXt,
 )
 from hrpose.models.complexity import hrnet_repo_gflops, measure_complexity, summarize
-from hrpose.utils.checkpoint import load_model_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HRNEXT_DIRS = [REPO_ROOT / "experiments" / name / "hrnext"
@@ -38,19 +43,6 @@ NARROW = ("MODEL.EXTRA.STAGE1.NUM_CHANNELS", "[16]",
           "MODEL.EXTRA.STAGE2.NUM_MODULES", "1", "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[8,16]",
           "MODEL.EXTRA.STAGE3.NUM_MODULES", "1", "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[8,16,32]",
           "MODEL.EXTRA.STAGE4.NUM_MODULES", "1", "MODEL.EXTRA.STAGE4.NUM_CHANNELS", "[8,16,32,64]")
-
-
-def config(cfg_path, *opts):
-    return load_config(cfg_path, list(opts))
-
-
-def build(cfg_path, *opts, is_train=False):
-    return build_model(config(cfg_path, *opts), is_train=is_train)
-
-
-def meta_model(cfg_path, *opts):
-    with torch.device("meta"):
-        return build(cfg_path, *opts)
 
 
 def narrow_model(seed, *opts, is_train=False):
@@ -235,12 +227,7 @@ def test_fusion_upsamples_then_resizes_as_the_reference_at_96x72():
     torch.manual_seed(15)
     module = HRNeXtModule([8, 12, 16, 20], [1, 1, 1, 1], [2, 2, 1, 1], mlp_ratio=2,
                           drop_paths=[0.0]).eval()
-    for bn in module.modules():
-        if isinstance(bn, nn.BatchNorm2d):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.data.uniform_(0.5, 1.5)
-            bn.bias.data.uniform_(-0.5, 0.5)
+    randomize_batchnorms_(module, 0.5)
     # The branches of a 96x72 crop: strides 4, 8, 16 and 32 (9 and 5 are odd: 2x overshoots).
     sizes = [(24, 18), (12, 9), (6, 5), (3, 3)]
     inputs = [torch.randn(2, c, h, w) for c, (h, w) in zip([8, 12, 16, 20], sizes)]
@@ -342,13 +329,8 @@ def test_init_weights_follows_the_reference():
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_saved_state_dict_loads_strictly(prefix, small, tmp_path):
-    path = tmp_path / "hrnext_small.pth"
-    torch.save({prefix + key: value for key, value in small.state_dict().items()}, path)
     torch.manual_seed(6)
-    fresh = build(S_256)
-    load_model_weights(fresh, str(path))
-    loaded = fresh.state_dict()
-    assert all(torch.equal(value, loaded[key]) for key, value in small.state_dict().items())
+    assert_reloads_exactly(small, build(S_256), tmp_path / "hrnext_small.pth", prefix)
 
 
 # --- training ----------------------------------------------------------------------------------

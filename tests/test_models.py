@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
+from experiment_models import assert_reloads_exactly, build
 from hrpose.config import ConfigError, get_default_config, load_config
 from hrpose.models import build_model
 from hrpose.models.backbones.hrnet import HighResolutionModule, HighResolutionNet, HRNetSpec
@@ -70,10 +71,6 @@ HRNET_KEY_GRAMMAR = [re.compile(pattern + "$") for pattern in (
     rf"stage[234]\.\d\.fuse_layers\.\d\.\d\.\d\.1\.{_BN}",
     r"final_layer\.(weight|bias)",
 )]
-
-
-def build(cfg_path, *opts, is_train=False):
-    return build_model(load_config(cfg_path, list(opts)), is_train=is_train)
 
 
 def meta_model(cfg_path, *opts):
@@ -282,11 +279,7 @@ def test_high_resolution_module_leaves_the_channel_list_alone():
 
 @pytest.mark.parametrize("prefix", ["", "module.", "1."])
 def test_saved_state_dict_loads_strictly_with_wrapper_prefixes(prefix, w32, fresh_w32, tmp_path):
-    path = tmp_path / "pose_hrnet_w32_256x192.pth"
-    torch.save({prefix + key: value for key, value in w32.state_dict().items()}, path)
-    load_model_weights(fresh_w32, str(path))
-    loaded = fresh_w32.state_dict()
-    assert all(torch.equal(value, loaded[key]) for key, value in w32.state_dict().items())
+    assert_reloads_exactly(w32, fresh_w32, tmp_path / "pose_hrnet_w32_256x192.pth", prefix)
 
 
 def test_w48_checkpoint_into_w32_reports_mis_shaped_keys(w48, fresh_w32, tmp_path):

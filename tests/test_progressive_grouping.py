@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from grouping_scenes import as_batch, random_positions, render_people
 from hrpose.config import load_config
 from hrpose.config.update import ConfigError
 from hrpose.engine import bottomup as engine
@@ -34,52 +35,6 @@ J = 17
 SYNTHETIC_HIGHER_HRNET = "experiments/synthetic/higher_hrnet/w16_256_adam_lr2e-3.yaml"
 # COCO numbering: the hip the fixed order visits right after the head and shoulders.
 LEFT_HIP = 11
-
-
-def render_people(positions, joint_tags, height, width, peaks=None, sigma=1.0):
-    """Ideal maps for people at integer joint positions (P, J, 2) (x, y).
-
-    joint_tags (P, J, D): the tag vector of each person's joint. Heatmaps (J, H, W): per-pixel
-    maximum of Gaussians (peak ``peaks[p, j]``, default 1; 0 leaves the joint out). Tags
-    (J, H, W, D): each pixel of joint map j carries the tag of the nearest present joint j.
-    """
-    positions = np.asarray(positions, dtype=np.float64)
-    joint_tags = np.asarray(joint_tags, dtype=np.float32)
-    num_people, num_joints = positions.shape[:2]
-    peaks = np.ones((num_people, num_joints)) if peaks is None else np.asarray(peaks, float)
-    rows, columns = np.mgrid[0:height, 0:width]
-    heatmaps = np.zeros((num_joints, height, width), dtype=np.float32)
-    tags = np.zeros((num_joints, height, width, joint_tags.shape[2]), dtype=np.float32)
-    for joint in range(num_joints):
-        nearest = np.full((height, width), np.inf)
-        for person in range(num_people):
-            if peaks[person, joint] == 0:
-                continue
-            x, y = positions[person, joint]
-            squared = (columns - x) ** 2 + (rows - y) ** 2
-            gaussian = peaks[person, joint] * np.exp(-squared / (2 * sigma ** 2))
-            heatmaps[joint] = np.maximum(heatmaps[joint], gaussian)
-            closer = squared < nearest
-            tags[joint][closer] = joint_tags[person, joint]
-            nearest = np.minimum(nearest, squared)
-    return heatmaps, tags
-
-
-def random_positions(rng, num_people, height, width, min_separation=7):
-    """Integer positions (P, J, 2), kept min_separation apart within each joint type."""
-    positions = np.zeros((num_people, J, 2), dtype=np.int64)
-    for joint in range(J):
-        chosen = []
-        while len(chosen) < num_people:
-            candidate = rng.integers([3, 3], [width - 3, height - 3])
-            if all(np.abs(candidate - other).max() >= min_separation for other in chosen):
-                chosen.append(candidate)
-        positions[:, joint] = chosen
-    return positions
-
-
-def as_batch(heatmaps, tags):
-    return torch.from_numpy(heatmaps)[None], torch.from_numpy(tags)[None]
 
 
 def person_joints(pose):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import DeformConv2d
 
+from experiment_models import assert_reloads_exactly
 from hrpose.config import ConfigError, load_config
 from hrpose.models import build_model
 from hrpose.models.complexity import measure_complexity, per_call_params, summarize
@@ -377,13 +378,8 @@ def test_official_layout_loads_strictly_through_the_checkpoint_loader(name, pref
     state = source.state_dict()
     assert set(state) - {key for key in state if key.split(".", 1)[0] in TRUNK_PREFIXES} \
         == set(head_keys(name == HIGHER_REG))
-    path = tmp_path / "model.pth"
-    torch.save({prefix + key: value for key, value in state.items()}, path)
     target = tiny_model(name, seed=2)
-    load_model_weights(target, str(path))
-    loaded = target.state_dict()
-    for key, value in state.items():
-        assert torch.equal(loaded[key], value), key
+    assert_reloads_exactly(source, target, tmp_path / "model.pth", prefix)
     heatmap = target.multi_level_layers_4x_heatmap
     assert heatmap[2][0].stn_conv1.weight is heatmap[0][0].stn_conv1.weight  # still tied
 

@@ -131,11 +131,13 @@ def main() -> None:
     setup_logging()
     source = open_frame_source(args.video_file, args.image, args.camera, args.inference_fps,
                                args.max_frames)
-    setup_logging(os.path.join(output_dir, "inference_demo.log"))
     try:
         device = select_device(cfg)
+        # Before the log file, so that a missing or bad --boxes / --detector-weights leaves no
+        # output folder behind.
         boxes = person_box_source(cfg, args.boxes, args.detector_weights, args.box_threshold,
                                    device)
+        setup_logging(os.path.join(output_dir, "inference_demo.log"))
         predictor = PosePredictor.from_config(cfg, device=device, box_source=boxes)
     except BaseException:
         source.close()

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..utils.lookup import lookup
+
 # The keypoint grouping HAE's paper uses; datasets may define alternatives under other names.
 DEFAULT_GROUP_SCHEME = "default"
 
@@ -204,8 +206,4 @@ KEYPOINT_INFO: dict[str, KeypointInfo] = {
 
 def get_keypoint_info(dataset_name: str) -> KeypointInfo:
     """Return the metadata registered for a dataset name, with a clear error for unknown names."""
-    try:
-        return KEYPOINT_INFO[dataset_name]
-    except KeyError:
-        raise KeyError(f"no keypoint metadata for dataset '{dataset_name}'; "
-                       f"known: {sorted(KEYPOINT_INFO)}") from None
+    return lookup(KEYPOINT_INFO, dataset_name, "no keypoint metadata for dataset {!r}", KeyError)

@@ -18,6 +18,8 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..utils.lookup import lookup
+
 AssignmentSolver = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 # munkres starts its search for the smallest uncovered value from sys.maxsize, so a smaller
@@ -198,8 +200,4 @@ ASSIGNMENT_SOLVERS: dict[str, AssignmentSolver] = {
 
 def get_assignment_solver(name: str) -> AssignmentSolver:
     """The solver TEST.ASSIGNMENT_SOLVER names."""
-    try:
-        return ASSIGNMENT_SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown assignment solver {name!r}; expected one of "
-                         f"{sorted(ASSIGNMENT_SOLVERS)}") from None
+    return lookup(ASSIGNMENT_SOLVERS, name, "unknown assignment solver {!r}")

@@ -40,6 +40,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from ..utils.lookup import lookup
 from .ae_grouping import (
     VALUE,
     AssignmentSolver,
@@ -148,11 +149,7 @@ GROUPING_FUNCTIONS: dict[str, GroupingFunction] = {
 
 def get_grouping_function(name: str) -> GroupingFunction:
     """The decoder a TEST.GROUPING value names ('fixed' or 'progressive')."""
-    try:
-        return GROUPING_FUNCTIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown grouping {name!r}; expected one of "
-                         f"{', '.join(repr(n) for n in GROUPING_FUNCTIONS)}") from None
+    return lookup(GROUPING_FUNCTIONS, name, "unknown grouping {!r}")
 
 
 def count_isolated_keypoints(poses: np.ndarray, detection_threshold: float) -> int:

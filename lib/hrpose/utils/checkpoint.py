@@ -40,11 +40,30 @@ def load_checkpoint_file(path: str) -> Any:
         raise CheckpointError(f"checkpoint not found: '{path}' (expected a .pth file written by "
                               f"torch.save; official checkpoints go under models/, "
                               f"see models/README.md)")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"'{path}' is not a PyTorch checkpoint (the file is empty)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for corrupt files
-        raise CheckpointError(f"cannot read checkpoint '{path}': {type(error).__name__}: "
-                              f"{error}".strip()) from error
+        reason = _load_failure_reason(error)
+        if "Unsupported global" in reason:
+            raise CheckpointError(f"cannot read checkpoint '{path}': it holds Python objects other "
+                                  f"than tensors, numbers and containers, which hrpose does not "
+                                  f"unpickle ({reason})") from error
+        raise CheckpointError(f"'{path}' is not a PyTorch checkpoint ({reason})") from error
+
+
+def _load_failure_reason(error: Exception) -> str:
+    """One line saying why torch.load failed: the error type and the first sentence of its cause.
+    The weights-only unpickler puts its cause after 'WeightsUnpickler error:', below lines of
+    advice about loading unsafely."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first_sentence = first_line.split(". ", 1)[0].rstrip(".")
+    return f"{type(error).__name__}: {first_sentence}" if first_sentence else type(error).__name__
 
 
 def extract_state_dict(checkpoint: Any,
