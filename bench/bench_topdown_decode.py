@@ -7,7 +7,8 @@ random sub-pixel centre, noise, some empty maps) into image pixels with COCO-lik
   tests (tests/reference_topdown.py):
   NumPy argmax and amax, the quarter offset joint by joint, then transform_preds person by
   person (cv2.getAffineTransform of float32 points, one point at a time);
-- hrpose's postprocess.topdown.decode_poses with the standard decoder and POST_PROCESS on.
+- hrpose's postprocess.topdown.decode_poses with the standard decoder and POST_PROCESS on
+  (large CPU batches in row chunks on torch's thread count of Python threads).
 The two run in turn in one process, --repeats times each, and the minimum of each is compared
 (the median is printed too), as the CPU may be shared. A bare np.argmax pass over the maps is
 timed with them: every exact decoder reads all the maps once, so where memory bandwidth bounds
@@ -183,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0))
     print(f"Top-down standard decoding of {args.samples} x {args.joints}x{args.height}x"
           f"{args.width} float32 heatmaps into image pixels, {cores} CPU cores, torch with "
-          f"{torch.get_num_threads()} threads (hrpose decodes CPU maps in NumPy, in one "
-          f"thread); fastest of {args.repeats} runs each, in turn")
+          f"{torch.get_num_threads()} threads (hrpose decodes large CPU batches in NumPy on "
+          f"that many Python threads, the baseline in one); fastest of {args.repeats} runs "
+          f"each, in turn")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.load]
     all_equal = True
     for loaded in modes:
