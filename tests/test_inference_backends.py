@@ -187,9 +187,9 @@ def test_failed_compilation_is_one_line_naming_the_model(monkeypatch, backend):
         engine(torch.randn(1, 3, 8, 8))
 
 
-def test_openvino_compiles_in_float32(monkeypatch):
-    # On CPUs with bf16 OpenVINO's default precision is bf16; the map tolerance catches that only
-    # on such a CPU, so the compiled model's precision is checked everywhere.
+@pytest.fixture
+def recorded_openvino_compilations(monkeypatch):
+    """The OpenVINO compiled models made while the test runs, in order."""
     import openvino
 
     compiled_models = []
@@ -200,11 +200,39 @@ def test_openvino_compiles_in_float32(monkeypatch):
         return compiled_models[-1]
 
     monkeypatch.setattr(openvino.Core, "compile_model", recording_compile_model)
+    return compiled_models
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_openvino_compiles_in_float32(recorded_openvino_compilations, threads, monkeypatch):
+    # On CPUs with bf16 OpenVINO's default precision is bf16; the map tolerance catches that only
+    # on such a CPU, so the compiled models' precision is checked everywhere.
+    import openvino
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     engine = run_batches(config(TOPDOWN_CFG, TOPDOWN_OPTS), "openvino", [(2, 3, 64, 64)])
-    assert isinstance(engine, OpenVinoModel) and len(compiled_models) == 1
-    compiled = compiled_models[0]
-    assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
-    assert compiled.get_property("INFERENCE_NUM_THREADS") == torch.get_num_threads()
+    # With two threads a second model runs large batches as two parallel streams.
+    assert isinstance(engine, OpenVinoModel)
+    assert len(recorded_openvino_compilations) == threads
+    for compiled in recorded_openvino_compilations:
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    assert recorded_openvino_compilations[0].get_property("INFERENCE_NUM_THREADS") == threads
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_openvino_splits_a_batch_over_streams_in_order(recorded_openvino_compilations, batch):
+    # make test runs one torch thread, where every batch is one request; with two threads (and
+    # two cores) a batch of 1 stays whole, one of 2 or 3 runs as two parts (1 + 1, 2 + 1).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine = run_batches(config(TOPDOWN_CFG, TOPDOWN_OPTS), "openvino",
+                             [(batch, 3, 64, 64), (batch, 3, 64, 64)])
+    finally:
+        torch.set_num_threads(threads)
+    assert engine.exports == 1
+    parallel = recorded_openvino_compilations[1]
+    assert parallel.get_property("NUM_STREAMS") == min(2, len(os.sched_getaffinity(0)))
 
 
 def test_unknown_backend_names_the_key():
