@@ -11,7 +11,7 @@ divided by the FLOP/s of one large 3x3 convolution measured in the same run.
 
 Defaults (a few minutes on two idle cores): HRNet-W32 256x192 at batch 1 and 32, HRNet-W48
 384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime,
-openvino; two timed rounds. --rounds, --warmup, --cases, --engines and --threads change that.
+openvino; three timed rounds. --rounds, --warmup, --cases, --engines and --threads change that.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engines", default=",".join(BACKENDS),
                         help="comma-separated TEST.BACKEND values; eager is always run "
                              "(default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="timed rounds over the engines; the fastest counts (default 2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timed rounds over the engines; the fastest counts (default 3)")
     parser.add_argument("--warmup", type=int, default=0,
                         help="untimed rounds first (default 0: preparing an engine already "
                              "runs it once, which creates its kernels)")
