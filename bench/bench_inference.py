@@ -3,15 +3,17 @@
 Per case (model, input, batch) it builds the experiment's model with random weights, prepares
 every engine (the onnxruntime and openvino export and compilation is timed as "prep"), then runs
 the engines in turn, round after round, in this one process, and keeps each engine's fastest
-forward pass: a CPU shared with other work makes single runs noisy, and alternating spreads the
-noise over all engines. It prints per engine the time, the ratio to eager, the largest absolute
+forward pass: a CPU shared with other work makes single runs noisy, and alternating (in an order
+that rotates round by round, with a short pause before each run) spreads the noise over all
+engines. It prints per engine the time, the ratio to eager, the largest absolute
 output difference from eager, and the fraction of this CPU's float32 convolution throughput the
 forward pass reaches: the model's true multiply-adds (models.complexity) x 2 over the time,
 divided by the FLOP/s of one large 3x3 convolution measured in the same run.
 
 Defaults (a few minutes on two idle cores): HRNet-W32 256x192 at batch 1 and 32, HRNet-W48
 384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime,
-openvino; three timed rounds. --rounds, --warmup, --cases, --engines and --threads change that.
+openvino; ten timed rounds at batch 1 (HRNet-W32) and five (HigherHRNet), three at the larger
+batches. --rounds, --warmup, --cases, --engines and --threads change that.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from hrpose.engine.backends import BACKENDS, inference_model
 from hrpose.models import build_model
 from hrpose.models.complexity import measure_complexity
 
+# A runtime's threads may spin for a while after its run (onnxruntime's do by default); each
+# engine starts after the previous one's have gone idle, as when it is used alone.
+ENGINE_PAUSE_SECONDS = 0.3
+
 
 @dataclass(frozen=True)
 class Case:
@@ -35,16 +41,17 @@ class Case:
     batch: int
     height: int
     width: int
+    rounds: int  # timed rounds: more where a forward pass is short
 
 
 W32_256 = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 W48_384 = "experiments/coco/hrnet/w48_384x288_adam_lr1e-3.yaml"
 HIGHER_W32_512 = "experiments/coco/higher_hrnet/w32_512_adam_lr1e-3.yaml"
 CASES = {
-    "w32_256x192_b1": Case("HRNet-W32 256x192", W32_256, 1, 256, 192),
-    "w32_256x192_b32": Case("HRNet-W32 256x192", W32_256, 32, 256, 192),
-    "w48_384x288_b8": Case("HRNet-W48 384x288", W48_384, 8, 384, 288),
-    "higher_w32_512_b1": Case("HigherHRNet-W32 512", HIGHER_W32_512, 1, 512, 512),
+    "w32_256x192_b1": Case("HRNet-W32 256x192", W32_256, 1, 256, 192, rounds=10),
+    "w32_256x192_b32": Case("HRNet-W32 256x192", W32_256, 32, 256, 192, rounds=3),
+    "w48_384x288_b8": Case("HRNet-W48 384x288", W48_384, 8, 384, 288, rounds=3),
+    "higher_w32_512_b1": Case("HigherHRNet-W32 512", HIGHER_W32_512, 1, 512, 512, rounds=5),
 }
 
 
@@ -56,8 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engines", default=",".join(BACKENDS),
                         help="comma-separated TEST.BACKEND values; eager is always run "
                              "(default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="timed rounds over the engines; the fastest counts (default 3)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed rounds over the engines; the fastest counts (default: "
+                             "each case's own, 3 to 10 by its cost)")
     parser.add_argument("--warmup", type=int, default=0,
                         help="untimed rounds first (default 0: preparing an engine already "
                              "runs it once, which creates its kernels)")
@@ -128,10 +136,13 @@ def run_case(case: Case, engines: list[str], rounds: int, warmup: int, peak: flo
     differences = {}
     with torch.no_grad():
         reference = model(images)
+        names = list(prepared)
         for round_index in range(warmup + rounds):
-            for name, engine in prepared.items():
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                time.sleep(ENGINE_PAUSE_SECONDS)
                 start = time.perf_counter()
-                outputs = engine(engine_input(name, images))
+                outputs = prepared[name](engine_input(name, images))
                 seconds = time.perf_counter() - start
                 if round_index >= warmup:
                     best[name] = min(best[name], seconds)
@@ -154,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 3x3 "
           f"convolution peak {peak / 1e9:.0f} GFLOP/s")
     for name in args.cases.split(","):
-        run_case(CASES[name], args.engines, args.rounds, args.warmup, peak)
+        case = CASES[name]
+        run_case(case, args.engines, args.rounds or case.rounds, args.warmup, peak)
 
 
 if __name__ == "__main__":
