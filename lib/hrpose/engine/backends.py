@@ -10,12 +10,13 @@ OpenVINO.
 - ``onnxruntime`` and ``openvino``: the model exported in memory with the TorchScript-based ONNX
   exporter and run on the CPU on as many threads as torch uses, by an onnxruntime session at the
   highest graph optimisation level (which includes the NCHWc layout transformer on x86), or
-  compiled by OpenVINO's CPU plugin in float32 (a large batch split over parallel streams). The batch axis is dynamic (one
-  export serves the full and the last, smaller batch and the flipped batch); bottom-up models
-  also get dynamic height and width, so the per-image input sizes of the bottom-up test pipeline
-  reuse the same compiled graph. HRNeXt's dynamic convolutions fold the batch into the group
-  count of a convolution, a number the exported graph has to know: those models get one export
-  per batch size. Exports live in memory for the life of the engine and leave no files.
+  compiled by OpenVINO's CPU plugin in float32 (a large batch split over parallel streams). The
+  batch axis is dynamic (one export serves the full and the last, smaller batch and the flipped
+  batch); bottom-up models also get dynamic height and width, so the per-image input sizes of
+  the bottom-up test pipeline reuse the same compiled graph. HRNeXt's dynamic convolutions fold
+  the batch into the group count of a convolution, a number the exported graph has to know:
+  those models get one export per batch size. Exports live in memory for the life of the engine
+  and leave no files.
 
 Models an engine cannot take (the regression models' deformable convolutions have no ONNX
 export; a model torch.fx cannot trace cannot be fused) run eagerly, with one warning.
