@@ -2,18 +2,22 @@
 
 Runs the library's top-down training loop (engine.topdown.train_one_epoch: autocast, loss in
 float32, Adam step) on random images and targets of the COCO experiment's shapes, so data loading
-does not count, once per mode in the same process, and prints each mode's images/s and the ratio
-of every mode to the first. Modes: fp32 (contiguous, no autocast), fp32-cl (channels_last),
-bf16-cl (bf16 autocast + channels_last, the CUDA default), fp16-cl (fp16 autocast with a gradient
-scaler + channels_last). The defaults are the recipe's batch of 32 and 20 steps on a GPU, and a
-batch of 2 and 3 steps on a CPU, where a W32 step takes seconds (and bf16 only pays off on CPUs
-with bf16 units; a busy CPU makes single runs noisy, so compare several).
+does not count, with one fresh model per mode in the same process, the modes taking turns step
+by step (in a rotating order) so that all see the same load on a shared machine. Prints each
+mode's images/s of its fastest step (and of its median step) and the ratio of every mode to the
+first. Modes: fp32 (contiguous, no autocast), fp32-cl (channels_last), bf16-cl (bf16 autocast +
+channels_last, the CUDA default), fp16-cl (fp16 autocast with a gradient scaler +
+channels_last). The defaults are the recipe's batch of 32 and 20 steps on a GPU, and a batch of
+2 and 5 steps on a CPU, where a W32 step takes about a second (and bf16 only pays off on CPUs
+with bf16 units).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -38,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None,
                         help="images per step (default: 32, the recipe's, on a GPU; 2 on a CPU)")
     parser.add_argument("--iterations", type=int, default=None,
-                        help="timed steps per mode (default: 20 on a GPU, 3 on a CPU)")
+                        help="timed steps per mode (default: 20 on a GPU, 5 on a CPU)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps per mode first, for cuDNN autotuning and oneDNN "
                              "kernel creation (default: 3 on a GPU, 1 on a CPU)")
@@ -48,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg", default=EXPERIMENT, help="experiment YAML of the model")
     args = parser.parse_args(argv)
     on_gpu = torch.device(args.device).type == "cuda"
-    for name, gpu_default, cpu_default in (("batch", 32, 2), ("iterations", 20, 3),
+    for name, gpu_default, cpu_default in (("batch", 32, 2), ("iterations", 20, 5),
                                            ("warmup", 3, 1)):
         if getattr(args, name) is None:
             setattr(args, name, gpu_default if on_gpu else cpu_default)
@@ -66,9 +70,8 @@ def synthetic_batch(cfg, batch: int) -> tuple:
     return images, target, torch.ones(batch, joints, 1), {}
 
 
-def images_per_second(cfg, mode: str, batch: tuple, args: argparse.Namespace,
-                      device: torch.device) -> float:
-    """Train a fresh model for --warmup then --iterations steps in mode; images/s of the latter."""
+def training_step(cfg, mode: str, batch: tuple, device: torch.device) -> Callable[[], None]:
+    """One training step of a fresh model in mode (its own loss, Adam and scaler) on batch."""
     amp_dtype, memory_format = MODES[mode]
     torch.manual_seed(0)
     model = build_model(cfg, is_train=True).to(device, memory_format=memory_format)
@@ -78,19 +81,26 @@ def images_per_second(cfg, mode: str, batch: tuple, args: argparse.Namespace,
     options = EpochOptions(amp_dtype=amp_dtype, scaler=scaler, memory_format=memory_format,
                            show_progress=False)
 
-    def run(steps: int) -> None:
-        train_one_epoch(model, [batch] * steps, criterion, optimizer, device, 0,
-                        print_freq=10 ** 9, options=options)
+    def step() -> None:
+        # train_one_epoch reads the loss every step, which already waits for a GPU.
+        train_one_epoch(model, [batch], criterion, optimizer, device, 0, print_freq=10 ** 9,
+                        options=options)
 
-    run(args.warmup)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    run(args.iterations)
-    if device.type == "cuda":
-        # train_one_epoch reads the loss every step, which already waits for the GPU.
-        torch.cuda.synchronize(device)
-    return args.iterations * batch[0].shape[0] / (time.perf_counter() - started)
+    return step
+
+
+def step_seconds(steps: dict, iterations: int) -> dict[str, list[float]]:
+    """Seconds of every timed step of each mode, the modes taking turns step by step (in an
+    order that rotates) so that all of them see the same load on a shared machine."""
+    seconds = {mode: [] for mode in steps}
+    modes = list(steps)
+    for iteration in range(iterations):
+        shift = iteration % len(modes)
+        for mode in modes[shift:] + modes[:shift]:
+            started = time.perf_counter()
+            steps[mode]()
+            seconds[mode].append(time.perf_counter() - started)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,14 +118,23 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads"
     print(f"{cfg.MODEL.NAME} {cfg.MODEL.IMAGE_SIZE[1]}x{cfg.MODEL.IMAGE_SIZE[0]} on {name}: "
-          f"batch {args.batch}, {args.warmup} warm-up + {args.iterations} timed steps per mode")
-    rates = {}
-    for mode in modes:
-        rates[mode] = images_per_second(cfg, mode, batch, args, device)
-        print(f"  {mode:8s} {rates[mode]:9.2f} images/s")
+          f"batch {args.batch}, {args.warmup} warm-up + {args.iterations} timed steps per mode, "
+          f"the modes taking turns")
+    steps = {mode: training_step(cfg, mode, batch, device) for mode in modes}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    seconds = step_seconds(steps, args.iterations)
+    images = batch[0].shape[0]
+    rates = {mode: images / min(times) for mode, times in seconds.items()}
+    for mode, times in seconds.items():
+        print(f"  {mode:8s} {rates[mode]:9.2f} images/s (fastest step; median "
+              f"{images / statistics.median(times):.2f})")
     baseline = modes[0]
     for mode in modes[1:]:
-        print(f"  {mode} / {baseline}: {rates[mode] / rates[baseline]:.2f}x")
+        print(f"  {mode} / {baseline}: {rates[mode] / rates[baseline]:.2f}x (fastest steps), "
+              f"{statistics.median(seconds[baseline]) / statistics.median(seconds[mode]):.2f}x "
+              f"(medians)")
 
 
 if __name__ == "__main__":
