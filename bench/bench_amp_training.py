@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from timing import time_in_turns
 
 from hrpose.config import load_config
 from hrpose.engine.loop import EpochOptions
@@ -89,20 +89,6 @@ def training_step(cfg, mode: str, batch: tuple, device: torch.device) -> Callabl
     return step
 
 
-def step_seconds(steps: dict, iterations: int) -> dict[str, list[float]]:
-    """Seconds of every timed step of each mode, the modes taking turns step by step (in an
-    order that rotates) so that all of them see the same load on a shared machine."""
-    seconds = {mode: [] for mode in steps}
-    modes = list(steps)
-    for iteration in range(iterations):
-        shift = iteration % len(modes)
-        for mode in modes[shift:] + modes[:shift]:
-            started = time.perf_counter()
-            steps[mode]()
-            seconds[mode].append(time.perf_counter() - started)
-    return seconds
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
@@ -124,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.warmup):
         for step in steps.values():
             step()
-    seconds = step_seconds(steps, args.iterations)
+    seconds, _ = time_in_turns(steps, args.iterations)
     images = batch[0].shape[0]
     rates = {mode: images / min(times) for mode, times in seconds.items()}
     for mode, times in seconds.items():

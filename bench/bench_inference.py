@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from timing import time_in_turns
 
 from hrpose.config import load_config
 from hrpose.engine.backends import BACKENDS, inference_model
@@ -132,21 +133,14 @@ def run_case(case: Case, engines: list[str], rounds: int, warmup: int, peak: flo
         with torch.no_grad():
             prepared[name](engine_input(name, images[:1]))
         prep_seconds[name] = time.perf_counter() - start
-    best = {name: float("inf") for name in engines}
-    differences = {}
+    runs = {name: (lambda name=name: prepared[name](engine_input(name, images)))
+            for name in engines}
     with torch.no_grad():
         reference = model(images)
-        names = list(prepared)
-        for round_index in range(warmup + rounds):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                time.sleep(ENGINE_PAUSE_SECONDS)
-                start = time.perf_counter()
-                outputs = prepared[name](engine_input(name, images))
-                seconds = time.perf_counter() - start
-                if round_index >= warmup:
-                    best[name] = min(best[name], seconds)
-                differences[name] = max_difference(reference, outputs)
+        time_in_turns(runs, warmup, ENGINE_PAUSE_SECONDS)
+        seconds, outputs = time_in_turns(runs, rounds, ENGINE_PAUSE_SECONDS)
+    best = {name: min(times) for name, times in seconds.items()}
+    differences = {name: max_difference(reference, outputs[name]) for name in engines}
     print(f"\n{case.name}, batch {case.batch} ({macs / 1e9:.1f} GMACs)")
     print(f"  {'engine':12s} {'ms':>9s} {'vs eager':>9s} {'max diff':>10s} {'of peak':>8s} "
           f"{'prep s':>7s}")

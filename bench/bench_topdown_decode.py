@@ -39,6 +39,8 @@ from hrpose.config import get_default_config
 from hrpose.postprocess.topdown import decode_poses
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from timing import time_in_turns  # noqa: E402
+
 from reference_topdown import reference_get_final_preds  # noqa: E402
 
 TARGET_SPEEDUP = 10.0
@@ -115,26 +117,6 @@ def busy_cores(count: int, seconds: float):
             process.wait()
 
 
-def timed(function) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = function()
-    return time.perf_counter() - started, result
-
-
-def measure(functions: dict, repeats: int) -> tuple[dict, dict]:
-    """Times the functions in turn, repeats times each, the order rotating from one round to
-    the next; returns each one's times and its last result."""
-    times = {name: [] for name in functions}
-    results = {}
-    names = list(functions)
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            elapsed, results[name] = timed(functions[name])
-            times[name].append(elapsed)
-    return times, results
-
-
 def compare(baseline_result, our_result) -> tuple[float, bool]:
     """Largest coordinate difference (px) and whether the maxvals are identical."""
     preds, maxvals = baseline_result
@@ -192,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for loaded in modes:
         load = busy_cores(cores, args.load_seconds) if loaded else contextlib.nullcontext()
         with load:
-            times, results = measure(functions, args.repeats)
+            times, results = time_in_turns(functions, args.repeats)
         label = (f"under load ({cores} busy-loop processes, one per core)" if loaded
                  else "without added load")
         all_equal &= report(label, times, *compare(results["baseline"], results["ours"]))

@@ -226,21 +226,22 @@ class OpenVinoModel(ExportedModel):
         whole = core.compile_model(network, "CPU", {**properties, "PERFORMANCE_HINT": "LATENCY"})
         whole_request = whole.create_infer_request()
         whole_ports = [whole.output(name) for name in names]
-        streams = 1 if self.fixed_batch else threads
-        if streams > 1:
+        stream_requests, stream_ports = [], []
+        if not self.fixed_batch and threads > 1:
             parallel = core.compile_model(network, "CPU", {
-                **properties, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams})
+                **properties, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": threads})
             # The plugin makes no more streams than there are cores.
             streams = int(parallel.get_property("NUM_STREAMS"))
             stream_requests = [parallel.create_infer_request() for _ in range(streams)]
             stream_ports = [parallel.output(name) for name in names]
 
         def run(array: np.ndarray) -> list[np.ndarray]:
-            if streams == 1 or len(array) < streams:
+            if len(stream_requests) < 2 or len(array) < len(stream_requests):
                 # share_outputs stays False: the request reuses its output buffers next call.
                 results = whole_request.infer({INPUT_NAME: array}, share_inputs=True)
                 return [results[port] for port in whole_ports]
-            for request, part in zip(stream_requests, np.array_split(array, streams)):
+            parts = np.array_split(array, len(stream_requests))
+            for request, part in zip(stream_requests, parts):
                 request.start_async({INPUT_NAME: part}, share_inputs=True)
             for request in stream_requests:
                 request.wait()
