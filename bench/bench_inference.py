@@ -8,7 +8,11 @@ that rotates round by round, with a short pause before each run) spreads the noi
 engines. It prints per engine the time, the ratio to eager, the largest absolute
 output difference from eager, and the fraction of this CPU's float32 convolution throughput the
 forward pass reaches: the model's true multiply-adds (models.complexity) x 2 over the time,
-divided by the FLOP/s of one large 3x3 convolution measured in the same run.
+divided by the FLOP/s of one large 3x3 convolution (the yardstick), which takes its turn among
+the engines so that it sees the same load. From the yardstick it prints the ceiling: the ratio
+to eager of an engine that ran the whole model at the yardstick's speed, which no engine that
+computes the convolutions directly in float32 passes. The last lines say whether the targets
+(HRNet-W32 256x192: 1.8x at batch 32, 1.5x at batch 1, outputs within 1e-4) were met.
 
 Defaults (a few minutes on two idle cores): HRNet-W32 256x192 at batch 1 and 32, HRNet-W48
 384x288 at batch 8, HigherHRNet-W32 512 at batch 1; engines eager, fused, onnxruntime,
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -84,22 +89,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def conv_peak_flops(rounds: int = 3) -> float:
-    """FLOP/s of a large float32 3x3 convolution (256 -> 256 channels on 8x256x64x48), NHWC and
-    NCHW, the faster: what oneDNN's convolution kernels reach on this CPU at best."""
-    best = 0.0
+# Targets of HRNet-W32 256x192 against eager, by case: (engine ratio, outputs within).
+TARGETS = {"w32_256x192_b32": 1.8, "w32_256x192_b1": 1.5}
+OUTPUT_TOLERANCE = 1e-4
+YARDSTICK = "yardstick"
+YARDSTICK_FLOPS = 2 * 8 * 256 * 256 * 9 * 64 * 48
+
+
+def conv_yardstick() -> tuple[str, Callable[[], torch.Tensor]]:
+    """One large float32 3x3 convolution (256 -> 256 channels on 8x256x64x48, YARDSTICK_FLOPS)
+    in the faster of NCHW and NHWC: what oneDNN's convolution kernels reach on this CPU at
+    best. Returns the layout's name and a function that runs it."""
     weight = torch.randn(256, 256, 3, 3)
-    for memory_format in (torch.contiguous_format, torch.channels_last):
+    runs = {}
+    for name, memory_format in (("NCHW", torch.contiguous_format),
+                                ("NHWC", torch.channels_last)):
         x = torch.randn(8, 256, 64, 48).contiguous(memory_format=memory_format)
         w = weight.contiguous(memory_format=memory_format)
-        flops = 2 * 8 * 256 * 256 * 9 * 64 * 48
-        with torch.no_grad():
-            torch.nn.functional.conv2d(x, w, padding=1)
-            for _ in range(rounds):
-                start = time.perf_counter()
-                torch.nn.functional.conv2d(x, w, padding=1)
-                best = max(best, flops / (time.perf_counter() - start))
-    return best
+        runs[name] = lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1)
+    with torch.no_grad():
+        seconds, _ = time_in_turns(runs, rounds=3)
+    name = min(seconds, key=lambda layout: min(seconds[layout]))
+    return name, runs[name]
 
 
 def engine_input(engine_name: str, images: torch.Tensor) -> torch.Tensor:
@@ -119,7 +130,10 @@ def max_difference(reference, outputs) -> float:
                for a, b in zip(leaves(reference), leaves(outputs)))
 
 
-def run_case(case: Case, engines: list[str], rounds: int, warmup: int, peak: float) -> None:
+def run_case(case: Case, engines: list[str], rounds: int, warmup: int,
+             yardstick: Callable[[], torch.Tensor]) -> dict[str, float]:
+    """Times the engines (and the yardstick) in turns, prints the case's table and returns
+    each engine's ratio to eager, with its largest output difference under "<engine> diff"."""
     cfg = load_config(case.cfg, ["DEVICE", "cpu", "MODEL.PRETRAINED", ""])
     torch.manual_seed(0)
     model = build_model(cfg, is_train=False).eval()
@@ -135,13 +149,17 @@ def run_case(case: Case, engines: list[str], rounds: int, warmup: int, peak: flo
         prep_seconds[name] = time.perf_counter() - start
     runs = {name: (lambda name=name: prepared[name](engine_input(name, images)))
             for name in engines}
+    runs[YARDSTICK] = yardstick
     with torch.no_grad():
         reference = model(images)
         time_in_turns(runs, warmup, ENGINE_PAUSE_SECONDS)
         seconds, outputs = time_in_turns(runs, rounds, ENGINE_PAUSE_SECONDS)
     best = {name: min(times) for name, times in seconds.items()}
     differences = {name: max_difference(reference, outputs[name]) for name in engines}
-    print(f"\n{case.name}, batch {case.batch} ({macs / 1e9:.1f} GMACs)")
+    peak = YARDSTICK_FLOPS / best[YARDSTICK]
+    ceiling = best["eager"] / (2 * macs / peak)
+    print(f"\n{case.name}, batch {case.batch} ({macs / 1e9:.1f} GMACs); yardstick "
+          f"{peak / 1e9:.0f} GFLOP/s in this case's rounds, ceiling {ceiling:.2f}x")
     print(f"  {'engine':12s} {'ms':>9s} {'vs eager':>9s} {'max diff':>10s} {'of peak':>8s} "
           f"{'prep s':>7s}")
     for name in engines:
@@ -149,18 +167,39 @@ def run_case(case: Case, engines: list[str], rounds: int, warmup: int, peak: flo
         print(f"  {name:12s} {seconds * 1e3:9.1f} {best['eager'] / seconds:8.2f}x "
               f"{differences[name]:10.2e} {2 * macs / seconds / peak:7.0%} "
               f"{prep_seconds[name]:7.1f}")
+    ratios = {name: best["eager"] / best[name] for name in engines}
+    ratios.update({f"{name} diff": differences[name] for name in engines})
+    ratios["ceiling"] = ceiling
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    peak = conv_peak_flops()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 3x3 "
-          f"convolution peak {peak / 1e9:.0f} GFLOP/s")
+    layout, yardstick = conv_yardstick()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; yardstick: float32 "
+          f"3x3 convolution 256->256 on 8x256x64x48, {layout}")
+    results = {}
     for name in args.cases.split(","):
         case = CASES[name]
-        run_case(case, args.engines, args.rounds or case.rounds, args.warmup, peak)
+        results[name] = run_case(case, args.engines, args.rounds or case.rounds, args.warmup,
+                                 yardstick)
+    print()
+    for name, target in TARGETS.items():
+        if name not in results:
+            continue
+        ratios = results[name]
+        engine = max((engine for engine in args.engines if engine != "eager"),
+                     key=lambda engine: ratios[engine], default="eager")
+        print(f"{CASES[name].name} batch {CASES[name].batch}: {engine} {ratios[engine]:.2f}x "
+              f"(target {target}x: {'met' if ratios[engine] >= target else 'missed'}; "
+              f"ceiling {ratios['ceiling']:.2f}x)")
+    differences = [ratios[f"{engine} diff"] for ratios in results.values()
+                   for engine in args.engines]
+    print(f"outputs within {OUTPUT_TOLERANCE:g} of eager in every case: "
+          f"{'yes' if max(differences) <= OUTPUT_TOLERANCE else 'no'} "
+          f"(largest difference {max(differences):.2e})")
 
 
 if __name__ == "__main__":
