@@ -94,6 +94,7 @@ TARGETS = {"w32_256x192_b32": 1.8, "w32_256x192_b1": 1.5}
 OUTPUT_TOLERANCE = 1e-4
 YARDSTICK = "yardstick"
 YARDSTICK_FLOPS = 2 * 8 * 256 * 256 * 9 * 64 * 48
+YARDSTICK_TURNS = 3
 
 
 def conv_yardstick() -> tuple[str, Callable[[], torch.Tensor]]:
@@ -149,14 +150,16 @@ def run_case(case: Case, engines: list[str], rounds: int, warmup: int,
         prep_seconds[name] = time.perf_counter() - start
     runs = {name: (lambda name=name: prepared[name](engine_input(name, images)))
             for name in engines}
-    runs[YARDSTICK] = yardstick
+    # Several turns per round: the yardstick is short, and its fastest run is the one that counts.
+    yardstick_turns = [f"{YARDSTICK} {index}" for index in range(YARDSTICK_TURNS)]
+    runs.update({name: yardstick for name in yardstick_turns})
     with torch.no_grad():
         reference = model(images)
         time_in_turns(runs, warmup, ENGINE_PAUSE_SECONDS)
         seconds, outputs = time_in_turns(runs, rounds, ENGINE_PAUSE_SECONDS)
     best = {name: min(times) for name, times in seconds.items()}
     differences = {name: max_difference(reference, outputs[name]) for name in engines}
-    peak = YARDSTICK_FLOPS / best[YARDSTICK]
+    peak = YARDSTICK_FLOPS / min(best[name] for name in yardstick_turns)
     ceiling = best["eager"] / (2 * macs / peak)
     print(f"\n{case.name}, batch {case.batch} ({macs / 1e9:.1f} GMACs); yardstick "
           f"{peak / 1e9:.0f} GFLOP/s in this case's rounds, ceiling {ceiling:.2f}x")
