@@ -50,6 +50,13 @@ class Case:
     rounds: int  # timed rounds: more where a forward pass is short
 
 
+@dataclass(frozen=True)
+class CaseResult:
+    ratios: dict[str, float]       # each engine's speed-up over eager
+    differences: dict[str, float]  # each engine's largest output difference from eager
+    ceiling: float                 # the ratio of an engine running at the yardstick's speed
+
+
 W32_256 = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 W48_384 = "experiments/coco/hrnet/w48_384x288_adam_lr1e-3.yaml"
 HIGHER_W32_512 = "experiments/coco/higher_hrnet/w32_512_adam_lr1e-3.yaml"
@@ -89,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# Targets of HRNet-W32 256x192 against eager, by case: (engine ratio, outputs within).
+# Ratio to eager that the fastest engine must reach, by case (HRNet-W32 256x192).
 TARGETS = {"w32_256x192_b32": 1.8, "w32_256x192_b1": 1.5}
 OUTPUT_TOLERANCE = 1e-4
 YARDSTICK = "yardstick"
@@ -132,9 +139,9 @@ def max_difference(reference, outputs) -> float:
 
 
 def run_case(case: Case, engines: list[str], rounds: int, warmup: int,
-             yardstick: Callable[[], torch.Tensor]) -> dict[str, float]:
+             yardstick: Callable[[], torch.Tensor]) -> CaseResult:
     """Times the engines (and the yardstick) in turns, prints the case's table and returns
-    each engine's ratio to eager, with its largest output difference under "<engine> diff"."""
+    what the verdicts need."""
     cfg = load_config(case.cfg, ["DEVICE", "cpu", "MODEL.PRETRAINED", ""])
     torch.manual_seed(0)
     model = build_model(cfg, is_train=False).eval()
@@ -170,10 +177,8 @@ def run_case(case: Case, engines: list[str], rounds: int, warmup: int,
         print(f"  {name:12s} {seconds * 1e3:9.1f} {best['eager'] / seconds:8.2f}x "
               f"{differences[name]:10.2e} {2 * macs / seconds / peak:7.0%} "
               f"{prep_seconds[name]:7.1f}")
-    ratios = {name: best["eager"] / best[name] for name in engines}
-    ratios.update({f"{name} diff": differences[name] for name in engines})
-    ratios["ceiling"] = ceiling
-    return ratios
+    return CaseResult({name: best["eager"] / best[name] for name in engines}, differences,
+                      ceiling)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,14 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     for name, target in TARGETS.items():
         if name not in results:
             continue
-        ratios = results[name]
+        ratios = results[name].ratios
         engine = max((engine for engine in args.engines if engine != "eager"),
                      key=lambda engine: ratios[engine], default="eager")
         print(f"{CASES[name].name} batch {CASES[name].batch}: {engine} {ratios[engine]:.2f}x "
               f"(target {target}x: {'met' if ratios[engine] >= target else 'missed'}; "
-              f"ceiling {ratios['ceiling']:.2f}x)")
-    differences = [ratios[f"{engine} diff"] for ratios in results.values()
-                   for engine in args.engines]
+              f"ceiling {results[name].ceiling:.2f}x)")
+    differences = [difference for result in results.values()
+                   for difference in result.differences.values()]
     print(f"outputs within {OUTPUT_TOLERANCE:g} of eager in every case: "
           f"{'yes' if max(differences) <= OUTPUT_TOLERANCE else 'no'} "
           f"(largest difference {max(differences):.2e})")
